@@ -1,0 +1,461 @@
+"""Book ingest benchmark: deribit_kit.book.OrderBook against ccxt.pro and cryptofeed, side by side.
+
+Run: ``.venv/bin/python bench/book_ingest.py [--messages 2000] [--reps 5] [--seed 7]``
+
+Generates a consistent ``book.BTC-PERPETUAL.100ms`` stream (one snapshot with 1000 levels per side,
+then change messages touching 20 levels per side with new/change/delete, prev_change_id chained),
+encoded as JSON text exactly as a WebSocket text frame delivers it, and measures per message:
+
+* ours: orjson decode + ``OrderBook.apply`` + top-10 read of both sides (also without the
+  decode, and apply alone);
+* ccxt.pro deribit: ``Client.handle_text_or_binary_message`` (ccxt's own orjson decode) ->
+  ``deribit.handle_message`` -> ``handle_order_book``, then ``orderbook.limit()`` and a top-10
+  read, which is what ``watch_order_book`` hands back; also on pre-decoded dicts;
+* cryptofeed Deribit (if importable): ``message_handler`` (its own yapic decode with
+  ``parse_float=Decimal``) with a no-op callback and with a callback reading the top 10; also
+  ``_book_update`` on pre-decoded messages.
+
+CPU per message = ``process_time_ns`` over a whole chain / messages; the median over repetitions
+is printed with [the best repetition]. p50/p99 are wall ``perf_counter_ns`` per single message,
+over all repetitions. Implementations are interleaved within each repetition so machine noise
+hits them alike; compare ratios from one run, not absolute times across runs.
+
+The last section times an in-process fan-out: one book update delivered to N plain callbacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import random
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from deribit_kit.book import OrderBook  # noqa: E402
+
+INSTRUMENT = "BTC-PERPETUAL"
+CHANNEL = f"book.{INSTRUMENT}.100ms"
+TICK = 0.5
+MID = 60_000.0
+LEVELS = 1000
+PER_SIDE = 20
+
+Handler = Callable[[Any], None]
+
+
+# ---------------------------------------------------------------------------- message generator
+
+
+def generate(n_changes: int, seed: int) -> tuple[str, list[str]]:
+    """A snapshot and ``n_changes`` chained change notifications, as JSON text."""
+    rng = random.Random(seed)
+    span = int(LEVELS * 1.6)
+
+    def amount() -> float:
+        return float(10 * max(1, int(rng.lognormvariate(6.0, 1.6))))
+
+    def price(side: str, k: int) -> float:
+        return MID - k * TICK if side == "bids" else MID + k * TICK
+
+    books: dict[str, dict[int, float]] = {}
+    for side in ("bids", "asks"):
+        ks = set(range(1, 21)) | set(rng.sample(range(21, span + 1), LEVELS - 20))
+        books[side] = {k: amount() for k in ks}
+
+    ts = 1_700_000_000_000
+    change_id = 70_000_000_000
+
+    def envelope(data: dict[str, Any]) -> str:
+        msg = {"jsonrpc": "2.0", "method": "subscription", "params": {"channel": CHANNEL, "data": data}}
+        return orjson.dumps(msg).decode()
+
+    snap = {
+        "type": "snapshot",
+        "timestamp": ts,
+        "instrument_name": INSTRUMENT,
+        "change_id": change_id,
+        "bids": [["new", price("bids", k), a] for k, a in sorted(books["bids"].items())],
+        "asks": [["new", price("asks", k), a] for k, a in sorted(books["asks"].items())],
+    }
+    out: list[str] = []
+    for _ in range(n_changes):
+        ts += 100
+        prev, change_id = change_id, change_id + rng.randint(1, 40)
+        data: dict[str, Any] = {
+            "type": "change",
+            "timestamp": ts,
+            "prev_change_id": prev,
+            "instrument_name": INSTRUMENT,
+            "change_id": change_id,
+        }
+        for side in ("bids", "asks"):
+            book = books[side]
+            ks_touched: set[int] = set()
+            while len(ks_touched) < PER_SIDE:
+                ks_touched.add(min(span, 1 + int(rng.expovariate(1 / 60))))
+            p_delete = 0.25 if len(book) < LEVELS else 0.45
+            entries = []
+            for k in sorted(ks_touched):
+                if k in book:
+                    if rng.random() < p_delete and len(book) > 30:
+                        del book[k]
+                        entries.append(["delete", price(side, k), 0.0])
+                    else:
+                        book[k] = amount()
+                        entries.append(["change", price(side, k), book[k]])
+                else:
+                    book[k] = amount()
+                    entries.append(["new", price(side, k), book[k]])
+            data[side] = entries  # bids descending, asks ascending (k ascending)
+        out.append(envelope(data))
+    return envelope(snap), out
+
+
+# ---------------------------------------------------------------------------- variants
+
+
+class Variant:
+    """``make(snapshot)`` returns a fresh per-message handler; ``top(handler)`` the final top 10."""
+
+    def __init__(
+        self,
+        group: str,
+        name: str,
+        make: Callable[[], tuple[Handler, Callable[[], tuple[list[Any], list[Any]]]]],
+        pre_decoded: Callable[[str], Any] | None = None,
+        baseline: str | None = None,
+    ) -> None:
+        self.group = group
+        self.name = name
+        self.make = make
+        self.pre_decoded = pre_decoded
+        self.baseline = baseline
+        self.cpu_us: list[float] = []
+        self.samples_ns: list[int] = []
+        self.final_top: tuple[list[Any], list[Any]] | None = None
+
+
+def _norm(levels: list[Any]) -> list[tuple[float, float]]:
+    return [(float(p), float(a)) for p, a, *_ in levels]
+
+
+def ours_variants(snapshot: str) -> list[Variant]:
+    loads = orjson.loads
+
+    def make_full() -> tuple[Handler, Callable[[], Any]]:
+        book = OrderBook(INSTRUMENT)
+        book.apply(loads(snapshot)["params"]["data"])
+
+        def handle(msg: str) -> None:
+            book.apply(loads(msg)["params"]["data"])
+            book.bids(10)
+            book.asks(10)
+
+        return handle, lambda: (book.bids(10), book.asks(10))
+
+    def make_decoded() -> tuple[Handler, Callable[[], Any]]:
+        book = OrderBook(INSTRUMENT)
+        book.apply(loads(snapshot)["params"]["data"])
+
+        def handle(msg: dict[str, Any]) -> None:
+            book.apply(msg["params"]["data"])
+            book.bids(10)
+            book.asks(10)
+
+        return handle, lambda: (book.bids(10), book.asks(10))
+
+    def make_apply() -> tuple[Handler, Callable[[], Any]]:
+        book = OrderBook(INSTRUMENT)
+        book.apply(loads(snapshot)["params"]["data"])
+
+        def handle(msg: dict[str, Any]) -> None:
+            book.apply(msg["params"]["data"])
+
+        return handle, lambda: (book.bids(10), book.asks(10))
+
+    return [
+        Variant("ours", "orjson + OrderBook.apply + top-10", make_full, baseline="ours-full"),
+        Variant("ours", "OrderBook.apply + top-10 (pre-decoded)", make_decoded, loads, "ours-decoded"),
+        Variant("ours", "OrderBook.apply only (pre-decoded)", make_apply, loads, "ours-decoded"),
+    ]
+
+
+def ccxt_variants(snapshot: str) -> list[Variant]:
+    try:
+        import ccxt.pro
+        from ccxt.async_support.base.ws.client import Client
+    except Exception as exc:  # pragma: no cover - depends on the environment
+        print(f"ccxt.pro not importable ({exc!r}): skipped")
+        return []
+
+    class FakeClient:
+        """The attributes ccxt's deribit handlers and Client.handle_text_or_binary_message use."""
+
+        resolve = Client.resolve
+        handle_text_or_binary_message = Client.handle_text_or_binary_message
+
+        def __init__(self, exchange: Any) -> None:
+            self.futures: dict[str, Any] = {}
+            self.rejections: dict[str, Any] = {}
+            self.verbose = False
+            self.decompressBinary = False
+            self.on_message_callback = exchange.handle_message
+
+    exchange_cls = ccxt.pro.deribit
+    template = exchange_cls()  # building an exchange object is slow (~1 s): reuse one, reset its books
+
+    def fresh() -> tuple[Any, FakeClient]:
+        ex = template
+        ex.orderbooks = {}
+        client = FakeClient(ex)
+        client.handle_text_or_binary_message(snapshot)
+        return ex, client
+
+    def top(ex: Any) -> Callable[[], Any]:
+        def read() -> Any:
+            ob = ex.orderbooks[INSTRUMENT].limit()
+            return ob["bids"][:10], ob["asks"][:10]
+
+        return read
+
+    def make_full() -> tuple[Handler, Callable[[], Any]]:
+        ex, client = fresh()
+        books = ex.orderbooks
+        on_text = client.handle_text_or_binary_message
+
+        def handle(msg: str) -> None:
+            on_text(msg)
+            ob = books[INSTRUMENT].limit()
+            ob["bids"][:10]
+            ob["asks"][:10]
+
+        return handle, top(ex)
+
+    def make_decoded() -> tuple[Handler, Callable[[], Any]]:
+        ex, client = fresh()
+        books = ex.orderbooks
+        on_message = ex.handle_message
+
+        def handle(msg: dict[str, Any]) -> None:
+            on_message(client, msg)
+            ob = books[INSTRUMENT].limit()
+            ob["bids"][:10]
+            ob["asks"][:10]
+
+        return handle, top(ex)
+
+    return [
+        Variant("ccxt", "text frame -> handle_message + limit() + top-10", make_full, baseline="ours-full"),
+        Variant("ccxt", "handle_message + limit() + top-10 (pre-decoded)", make_decoded,
+                orjson.loads, "ours-decoded"),
+    ]
+
+
+def cryptofeed_variants(snapshot: str) -> list[Variant]:
+    try:
+        from cryptofeed.defines import L2_BOOK
+        from cryptofeed.exchanges.deribit import Deribit
+        from cryptofeed.symbols import Symbols
+        from yapic import json as yjson
+    except Exception as exc:  # pragma: no cover - depends on the environment
+        print(f"cryptofeed not importable ({exc!r}): skipped (pip install cryptofeed to include it)")
+        return []
+
+    instrument = {
+        "tick_size": TICK, "tick_size_steps": [], "settlement_period": "perpetual",
+        "quote_currency": "USD", "kind": "future", "instrument_name": INSTRUMENT,
+        "expiration_timestamp": 32503708800000, "base_currency": "BTC",
+    }
+    syms, info = Deribit._parse_symbol_data([{"result": [instrument]}])
+    Symbols.set(Deribit.id, syms, info)  # no REST symbol download
+
+    def run(coro: Any) -> None:
+        try:
+            coro.send(None)
+        except StopIteration:
+            return
+        raise RuntimeError("cryptofeed handler suspended")  # pragma: no cover
+
+    def top10(book: Any) -> tuple[list[Any], list[Any]]:
+        bids, asks = book.book.bids, book.book.asks
+        return ([bids.index(i) for i in range(min(10, len(bids)))],
+                [asks.index(i) for i in range(min(10, len(asks)))])
+
+    def factory(read_top: bool, decoded: bool) -> Callable[[], tuple[Handler, Callable[[], Any]]]:
+        def make() -> tuple[Handler, Callable[[], Any]]:
+            last: list[Any] = [None]
+
+            async def noop(book: Any, receipt_timestamp: float) -> None:
+                last[0] = book
+
+            async def reader(book: Any, receipt_timestamp: float) -> None:
+                last[0] = book
+                top10(book)
+
+            feed = Deribit(callbacks={L2_BOOK: reader if read_top else noop})
+            getattr(feed, "_Deribit__reset")()  # what subscribe() does before the first message
+            run(feed.message_handler(snapshot, None, time.time()))
+            if decoded:
+                book_update = feed._book_update
+
+                def handle(msg: Any) -> None:
+                    run(book_update(msg, 0.0))
+            else:
+                message_handler = feed.message_handler
+
+                def handle(msg: Any) -> None:
+                    run(message_handler(msg, None, 0.0))
+
+            return handle, lambda: top10(last[0])
+
+        return make
+
+    def decode(msg: str) -> Any:
+        return yjson.loads(msg, parse_float=Decimal)
+
+    return [
+        Variant("cryptofeed", "message_handler, no-op callback", factory(False, False), baseline="ours-full"),
+        Variant("cryptofeed", "message_handler, callback reads top-10", factory(True, False),
+                baseline="ours-full"),
+        Variant("cryptofeed", "_book_update, no-op callback (pre-decoded)", factory(False, True), decode,
+                "ours-decoded"),
+        Variant("cryptofeed", "_book_update, callback reads top-10 (pre-decoded)", factory(True, True),
+                decode, "ours-decoded"),
+    ]
+
+
+# ---------------------------------------------------------------------------- timing
+
+
+def measure(variants: list[Variant], messages: list[str], reps: int) -> None:
+    inputs = {id(v): [v.pre_decoded(m) for m in messages] if v.pre_decoded else messages for v in variants}
+    pc, cpu = time.perf_counter_ns, time.process_time_ns
+    for rep in range(reps + 1):  # repetition 0 warms up and is not recorded
+        for v in variants:
+            handle, top = v.make()
+            msgs = inputs[id(v)]
+            samples = [0] * len(msgs)
+            gc.collect()
+            c0 = cpu()
+            for i, m in enumerate(msgs):
+                t0 = pc()
+                handle(m)
+                samples[i] = pc() - t0
+            c1 = cpu()
+            if rep:
+                v.cpu_us.append((c1 - c0) / len(msgs) / 1000)
+                v.samples_ns.extend(samples)
+            v.final_top = top()
+
+
+def pct(sorted_values: list[int], q: float) -> float:
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))] / 1000
+
+
+def report(variants: list[Variant]) -> None:
+    baselines = {v.baseline: v for v in variants if v.group == "ours" and v.baseline}
+    base_cpu = {k: statistics.median(v.cpu_us) for k, v in baselines.items()}
+    header = (f"{'impl':<11} {'variant':<52} {'CPU µs/msg [best]':>18} {'msgs/s':>8} "
+              f"{'p50 µs':>7} {'p99 µs':>7} {'vs ours':>9}")
+    print(header)
+    print("-" * len(header))
+    for v in variants:
+        med = statistics.median(v.cpu_us)
+        s = sorted(v.samples_ns)
+        ratio = med / base_cpu[v.baseline] if v.baseline in base_cpu else float("nan")
+        print(f"{v.group:<11} {v.name:<52} {med:>10.1f} [{min(v.cpu_us):5.1f}] {1e6 / med:>8,.0f} "
+              f"{pct(s, 0.5):>7.1f} {pct(s, 0.99):>7.1f} {ratio:>8.2f}x")
+    print("'vs ours' = CPU per message / ours with the same input (text frame, or pre-decoded);"
+          " >1 is slower than ours.")
+
+
+def check_consistency(variants: list[Variant]) -> None:
+    ref = variants[0].final_top
+    assert ref is not None
+    bad = [v.group + ": " + v.name for v in variants
+           if v.final_top is None or (_norm(v.final_top[0]), _norm(v.final_top[1])) != (ref[0], ref[1])]
+    print("final top-10 identical across implementations:", "yes" if not bad else f"NO: {bad}")
+
+
+# ---------------------------------------------------------------------------- fan-out
+
+
+def fan_out(snapshot: str, message: str, reps: int) -> None:
+    book = OrderBook(INSTRUMENT)
+    book.apply(orjson.loads(snapshot)["params"]["data"])
+    book.apply(orjson.loads(message)["params"]["data"])
+
+    class Consumer:
+        __slots__ = ("latest",)
+
+        def __init__(self) -> None:
+            self.latest: OrderBook | None = None
+
+        def on_book(self, b: OrderBook) -> None:
+            self.latest = b
+
+    class Reader(Consumer):
+        __slots__ = ()
+
+        def on_book(self, b: OrderBook) -> None:
+            self.latest = b
+            b.best_bid  # noqa: B018
+
+    print()
+    print("in-process fan-out: one book update to N callbacks (for cb in callbacks: cb(book)), "
+          "wall ns per delivery, median [best] of reps")
+    print(f"{'consumer':<40} {'N=1':>14} {'N=10':>14} {'N=100':>14}")
+    pc = time.perf_counter_ns
+    for label, cls in (("stores the object (bound method)", Consumer),
+                       ("stores it and reads best_bid", Reader)):
+        cells = []
+        for n in (1, 10, 100):
+            callbacks = [cls().on_book for _ in range(n)]
+            updates = max(2_000, 400_000 // n)
+            per: list[float] = []
+            for _ in range(reps):
+                t0 = pc()
+                for _ in range(updates):
+                    for cb in callbacks:
+                        cb(book)
+                per.append((pc() - t0) / (updates * n))
+            cells.append(f"{statistics.median(per):6.1f} [{min(per):5.1f}]")
+        print(f"{label:<40} " + " ".join(f"{c:>14}" for c in cells))
+
+
+# ---------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--messages", type=int, default=2000, help="change messages per chain")
+    ap.add_argument("--reps", type=int, default=5, help="recorded repetitions (plus one warm-up)")
+    ap.add_argument("--seed", type=int, default=7)
+    args = ap.parse_args()
+
+    t_start = time.perf_counter()
+    snapshot, messages = generate(args.messages, args.seed)
+    avg = statistics.mean(len(m.encode()) for m in messages)
+    print(f"Python {sys.version.split()[0]}, orjson {orjson.__version__}; stream: {CHANNEL}, snapshot "
+          f"{LEVELS} levels/side ({len(snapshot) / 1024:.0f} KB), {len(messages)} changes x {PER_SIDE} "
+          f"levels/side, avg {avg:.0f} B; {args.reps} reps + 1 warm-up")
+    variants = ours_variants(snapshot) + ccxt_variants(snapshot) + cryptofeed_variants(snapshot)
+    measure(variants, messages, args.reps)
+    print()
+    report(variants)
+    check_consistency(variants)
+    fan_out(snapshot, messages[0], args.reps)
+    print(f"\ntotal run time {time.perf_counter() - t_start:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
