@@ -1,0 +1,98 @@
+"""Shared fixtures: the embedded exchange on an ephemeral loopback port, and a raw WebSocket
+JSON-RPC peer for talking to it without the client."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import websockets
+
+from deribit_kit.sim import Simulator
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+SPEC_PATH = SHARED / "deribit" / "deribit_api_v2.json"
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[Simulator]:
+    """A running embedded exchange, ticking every 50 ms, no rate limits, short heartbeats allowed."""
+    async with Simulator(seed=1, tick_interval=0.05, rate_limits=False, min_heartbeat_interval=1) as s:
+        yield s
+
+
+class RawPeer:
+    """A bare WebSocket JSON-RPC peer: send requests, await replies by id, collect notifications."""
+
+    def __init__(self, ws: websockets.ClientConnection) -> None:
+        self.ws = ws
+        self.ids = itertools.count(1)
+        self.replies: dict[Any, asyncio.Future[dict[str, Any]]] = {}
+        self.notifications: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.other: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+
+    async def _read(self) -> None:
+        try:
+            async for frame in self.ws:
+                msg = orjson.loads(frame)
+                if "id" in msg and msg["id"] in self.replies:
+                    self.replies.pop(msg["id"]).set_result(msg)
+                elif msg.get("method") == "subscription":
+                    self.notifications.put_nowait(msg["params"])
+                else:
+                    self.other.put_nowait(msg)
+        except websockets.ConnectionClosed:
+            pass
+
+    async def call(self, method: str, params: dict[str, Any] | None = None, timeout: float = 5.0) -> dict[str, Any]:
+        """Send a request and return the whole reply (``result`` or ``error``)."""
+        rid = next(self.ids)
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self.replies[rid] = fut
+        msg: dict[str, Any] = {"jsonrpc": "2.0", "id": rid, "method": method}
+        if params is not None:
+            msg["params"] = params
+        await self.ws.send(orjson.dumps(msg).decode())
+        return await asyncio.wait_for(fut, timeout)
+
+    async def result(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        reply = await self.call(method, params)
+        assert "result" in reply, reply
+        return reply["result"]
+
+    async def send_raw(self, text: str | bytes) -> dict[str, Any]:
+        """Send a frame as is and return the next message that is not a notification."""
+        await self.ws.send(text)
+        return await asyncio.wait_for(self.other.get(), 5.0)
+
+    async def next_notification(self, channel: str | None = None, timeout: float = 5.0) -> dict[str, Any]:
+        """The next notification (on ``channel`` if given), waiting at most ``timeout``."""
+        async def get() -> dict[str, Any]:
+            while True:
+                n = await self.notifications.get()
+                if channel is None or n["channel"] == channel:
+                    return n
+        return await asyncio.wait_for(get(), timeout)
+
+    async def close(self) -> None:
+        await self.ws.close()
+        self._reader.cancel()
+
+
+@pytest.fixture
+async def peer(sim: Simulator) -> AsyncIterator[RawPeer]:
+    """A raw WebSocket connection to the ``sim`` fixture."""
+    ws = await websockets.connect(sim.ws_url, max_size=2**24)
+    p = RawPeer(ws)
+    yield p
+    await p.close()
+
+
+async def connect_peer(url: str) -> RawPeer:
+    return RawPeer(await websockets.connect(url, max_size=2**24))
