@@ -844,9 +844,8 @@ class AuthResult(Model, kw_only=True):
         return self.scope.split()
 
     def __repr__(self) -> str:  # never show tokens
-        return (
-            f"AuthResult(token_type={self.token_type!r}, expires_in={self.expires_in}, scope={self.scope!r})"
-        )
+        fields = f"token_type={self.token_type!r}, expires_in={self.expires_in}, scope={self.scope!r}"
+        return f"AuthResult({fields})"
 
     def _repr_html_(self) -> str:
         return f"<pre>{html.escape(repr(self))}</pre>"

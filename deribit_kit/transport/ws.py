@@ -1,0 +1,336 @@
+"""WebSocket JSON-RPC transport (``websockets``): requests matched to replies by id with per-call
+timeouts, notifications routed by channel, heartbeats answered, silence detected, reconnects with
+exponential backoff and jitter, and client-side pacing by Deribit's credit model.
+
+Where a frame arrives: :meth:`WsTransport._read`; parsed: ``orjson`` into a dict once; replies
+resolve the future of their id; notifications go to ``on_notification(channel, data)``.
+A request in flight when the link drops fails with :class:`~deribit_kit.errors.ConnectionClosed`
+(retryable); nothing waits past its timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import random
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+from ..errors import (
+    ConnectError,
+    ConnectionClosed,
+    DeribitError,
+    RateLimitError,
+    RequestTimeout,
+    TransportError,
+)
+from ..events import Event
+from ..wire.auth import redact
+from ..wire.credits import CreditPools
+
+log = logging.getLogger("deribit_kit.transport.ws")
+
+NotificationHandler = Callable[[str, Any], None]
+ReconnectHook = Callable[[], Awaitable[None]]
+
+
+class WsTransport:
+    """One logical connection to a Deribit-compatible WebSocket endpoint that survives drops."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        on_notification: NotificationHandler,
+        request_timeout: float = 10.0,
+        connect_timeout: float = 10.0,
+        reconnect: bool = True,
+        backoff_initial: float = 0.2,
+        backoff_max: float = 10.0,
+        client_rate_limit: bool = True,
+        rate_limit_retries: int = 6,
+        ping_interval: float | None = 20.0,
+        ssl_context: ssl.SSLContext | None = None,
+        max_size: int = 2**24,
+    ) -> None:
+        self.url = url
+        self.on_notification = on_notification
+        self.request_timeout = request_timeout
+        self.connect_timeout = connect_timeout
+        self.reconnect_enabled = reconnect
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.rate_limit_retries = rate_limit_retries
+        self.ping_interval = ping_interval
+        self.ssl_context = ssl_context
+        self.max_size = max_size
+        self.credits: CreditPools | None = CreditPools() if client_rate_limit else None
+        self.state = "new"  # new | open | reconnecting | closed
+        self.reconnect_hooks: list[ReconnectHook] = []
+        self.connected = Event("connected")  # after each (re)connect and its hooks
+        self.disconnected = Event("disconnected")  # with the reason
+        self.protocol_error = Event("protocol_error")  # a frame that was not Deribit JSON-RPC
+        self.stats = {"requests": 0, "notifications": 0, "reconnects": 0, "protocol_errors": 0, "rate_limited": 0}
+        self.last_rx = 0.0
+        self.rtt_ms: float | None = None
+        self._ws: ClientConnection | None = None
+        self._ids = itertools.count(1)
+        self._pending: dict[int, tuple[asyncio.Future[Any], str]] = {}
+        self._reader: asyncio.Task[None] | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
+        self._open = asyncio.Event()
+        self._closing = False
+        self._heartbeat: float | None = None
+
+    # ------------------------------------------------------------ lifecycle
+    async def connect(self) -> None:
+        """Open the connection (raises :class:`ConnectError`); reconnects by itself afterwards."""
+        await self._dial()
+        self._supervisor = asyncio.get_running_loop().create_task(self._supervise())
+
+    async def _dial(self) -> None:
+        try:
+            ws = await asyncio.wait_for(
+                websockets.connect(self.url, max_size=self.max_size, ping_interval=self.ping_interval,
+                                   ssl=self.ssl_context, compression=None, open_timeout=self.connect_timeout),
+                self.connect_timeout,
+            )
+        except (OSError, TimeoutError, websockets.InvalidHandshake, websockets.InvalidURI) as exc:
+            raise ConnectError(f"cannot connect to {self.url}: {exc}") from exc
+        self._ws = ws
+        self.last_rx = time.monotonic()
+        self._reader = asyncio.get_running_loop().create_task(self._read(ws))
+        self.state = "open"
+        self._open.set()
+        log.info("connected to %s", self.url)
+
+    async def _supervise(self) -> None:
+        """Wait for the link to drop; then reconnect with backoff and run the reconnect hooks."""
+        while not self._closing:
+            assert self._reader is not None
+            await asyncio.shield(self._reader)
+            if self._closing:
+                return
+            if not self.reconnect_enabled:
+                self.state = "closed"
+                return
+            self.state = "reconnecting"
+            delay = self.backoff_initial
+            while not self._closing:
+                # jitter: between half and the full delay
+                await asyncio.sleep(delay * (0.5 + random.random() / 2))
+                try:
+                    await self._dial()
+                except ConnectError as exc:
+                    log.warning("reconnect failed (%s); next try in ~%.1fs", exc, min(delay * 2, self.backoff_max))
+                    delay = min(delay * 2, self.backoff_max)
+                    continue
+                self.stats["reconnects"] += 1
+                try:
+                    for hook in self.reconnect_hooks:
+                        await hook()
+                except (TransportError, DeribitError) as exc:
+                    log.warning("restoring the session after reconnect failed: %s", exc)
+                    if self._ws is not None:
+                        await self._ws.close()
+                    continue
+                self.connected.emit(self)
+                break
+
+    async def close(self) -> None:
+        """Close for good: pending requests fail, no reconnect."""
+        self._closing = True
+        self.state = "closed"
+        self._stop_watchdog()
+        if self._ws is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._ws.close(), 2.0)
+        for task in (self._reader, self._supervisor):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        self._fail_pending("client closed")
+
+    def abort(self) -> None:
+        """Drop the TCP connection now (the supervisor reconnects if enabled)."""
+        if self._ws is not None and self._ws.transport is not None:
+            self._ws.transport.abort()
+
+    # ------------------------------------------------------------ receiving
+    async def _read(self, ws: ClientConnection) -> None:
+        reason = "connection closed"
+        try:
+            async for frame in ws:
+                self.last_rx = time.monotonic()
+                try:
+                    msg = orjson.loads(frame)
+                except orjson.JSONDecodeError:
+                    self._bad_frame(frame, "not JSON")
+                    continue
+                if not isinstance(msg, dict):
+                    self._bad_frame(frame, "not a JSON object")
+                    continue
+                self._dispatch(msg, frame)
+        except websockets.ConnectionClosed as exc:
+            reason = f"connection closed ({exc.rcvd.code if exc.rcvd else 1006}"
+            reason += f" {exc.rcvd.reason})" if exc.rcvd and exc.rcvd.reason else ")"
+        except Exception as exc:  # never let the reader die silently
+            log.exception("reader failed")
+            reason = f"reader failed: {exc}"
+        finally:
+            self._open.clear()
+            if self._ws is ws:
+                self._ws = None
+            self._fail_pending(reason)
+            log.info("disconnected from %s: %s", self.url, reason)
+            self.disconnected.emit(reason)
+
+    def _dispatch(self, msg: dict[str, Any], frame: str | bytes) -> None:
+        method = msg.get("method")
+        if method == "subscription":
+            params = msg.get("params")
+            if not isinstance(params, dict) or not isinstance(params.get("channel"), str):
+                self._bad_frame(frame, "subscription without channel")
+                return
+            self.stats["notifications"] += 1
+            try:
+                self.on_notification(params["channel"], params.get("data"))
+            except Exception:
+                log.exception("notification handler failed for %s", params["channel"])
+            return
+        if method == "heartbeat":
+            params = msg.get("params") or {}
+            if isinstance(params, dict) and params.get("type") == "test_request":
+                asyncio.get_running_loop().create_task(self._answer_test_request())
+            return
+        rid = msg.get("id")
+        entry = self._pending.pop(rid, None) if isinstance(rid, int) else None
+        if entry is None:
+            if "id" in msg:
+                log.debug("reply to unknown id %r", rid)
+            else:
+                self._bad_frame(frame, "neither a reply nor a notification")
+            return
+        fut, req_method = entry
+        if fut.done():
+            return
+        if "error" in msg:
+            fut.set_exception(DeribitError.from_wire(msg["error"], req_method))
+        elif "result" in msg:
+            fut.set_result(msg)
+        else:
+            fut.set_exception(DeribitError.from_wire(None, req_method))
+
+    def _bad_frame(self, frame: str | bytes, why: str) -> None:
+        self.stats["protocol_errors"] += 1
+        text = frame[:200] if isinstance(frame, str) else frame[:200].decode(errors="replace")
+        log.warning("ignoring malformed frame from server (%s): %r", why, text)
+        self.protocol_error.emit(why, text)
+
+    async def _answer_test_request(self) -> None:
+        with contextlib.suppress(TransportError, DeribitError):
+            await self.request("public/test", {}, timeout=self.request_timeout)
+
+    def _fail_pending(self, reason: str) -> None:
+        pending, self._pending = self._pending, {}
+        for fut, method in pending.values():
+            if not fut.done():
+                fut.set_exception(ConnectionClosed(f"{reason}; the request's outcome is unknown", method=method))
+
+    # ------------------------------------------------------------ heartbeats
+    def watch_silence(self, interval: float) -> None:
+        """After ``public/set_heartbeat(interval)``: if nothing arrives for ~2 intervals, drop and reconnect."""
+        self._heartbeat = interval
+        self._stop_watchdog()
+        self._watchdog = asyncio.get_running_loop().create_task(self._watch(interval))
+
+    def _stop_watchdog(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+
+    async def _watch(self, interval: float) -> None:
+        limit = interval * 2 + 1.0
+        while not self._closing:
+            await asyncio.sleep(interval / 2)
+            if self.state == "open" and time.monotonic() - self.last_rx > limit:
+                log.warning("no message from %s for %.1fs: dropping the connection", self.url, limit)
+                self.abort()
+
+    # ------------------------------------------------------------ requests
+    async def request(self, method: str, params: dict[str, Any] | None = None, *,
+                      timeout: float | None = None) -> Any:
+        """Send one request and return its ``result``; raise the mapped error otherwise.
+
+        Waits for a (re)connection within the timeout; paces itself with the credit model; on
+        10028 backs off and retries (the request was refused, so it is safe to resend).
+        """
+        timeout = self.request_timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        attempt = 0
+        while True:
+            try:
+                return await self._request_once(method, params or {}, deadline)
+            except RateLimitError:
+                self.stats["rate_limited"] += 1
+                attempt += 1
+                pause = min(0.05 * 2**attempt, 2.0) * (0.5 + random.random() / 2)
+                if attempt > self.rate_limit_retries or time.monotonic() + pause >= deadline:
+                    raise
+                log.info("%s rate-limited (10028); retry %d in %.2fs", method, attempt, pause)
+                await asyncio.sleep(pause)
+
+    async def _request_once(self, method: str, params: dict[str, Any], deadline: float) -> Any:
+        remaining = deadline - time.monotonic()
+        if self.state == "closed" or self._closing:
+            raise ConnectionClosed("the client is closed", method=method)
+        if not self._open.is_set():
+            try:
+                await asyncio.wait_for(self._open.wait(), max(0.0, remaining))
+            except TimeoutError:
+                raise RequestTimeout(f"not connected to {self.url} within the timeout", method=method) from None
+        if self.credits is not None:
+            wait = self.credits.wait_time(method)
+            if wait > 0:
+                if time.monotonic() + wait >= deadline:
+                    raise RequestTimeout("rate limit pacing would exceed the timeout", method=method)
+                await asyncio.sleep(wait)
+            self.credits.try_spend(method)
+        ws = self._ws
+        if ws is None:
+            raise ConnectionClosed("not connected", method=method)
+        rid = next(self._ids)
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[rid] = (fut, method)
+        frame = orjson.dumps({"jsonrpc": "2.0", "id": rid, "method": method, "params": params})
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("> %s %s", method, orjson.dumps(redact(params)).decode())
+        sent = time.monotonic()
+        try:
+            await ws.send(frame.decode())
+        except websockets.ConnectionClosed:
+            self._pending.pop(rid, None)
+            raise ConnectionClosed("connection closed while sending", method=method) from None
+        self.stats["requests"] += 1
+        try:
+            reply = await asyncio.wait_for(fut, max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            self._pending.pop(rid, None)
+            raise RequestTimeout(f"no answer within {deadline - sent:.1f}s", method=method) from None
+        self.rtt_ms = (time.monotonic() - sent) * 1000
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("< %s in %.2fms", method, self.rtt_ms)
+        return reply["result"]
+
+    async def wait_open(self, timeout: float) -> None:
+        await asyncio.wait_for(self._open.wait(), timeout)
