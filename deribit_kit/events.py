@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 log = logging.getLogger("deribit_kit.events")
+_tasks: set[asyncio.Future[Any]] = set()  # keeps handler tasks alive until they finish
 
 
 class Event:
@@ -52,7 +53,9 @@ class Event:
             try:
                 result = handler(*args)
                 if inspect.isawaitable(result):
-                    asyncio.ensure_future(result)
+                    task = asyncio.ensure_future(result)
+                    _tasks.add(task)
+                    task.add_done_callback(_tasks.discard)
             except Exception:
                 log.exception("handler of event %s failed", self.name)
         if self._waiters:
