@@ -1,0 +1,216 @@
+"""The ``deribit-kit`` command.
+
+    deribit-kit sim [--host 127.0.0.1] [--port 0] [--seed 0]     the embedded exchange
+    deribit-kit watch [INSTRUMENT] [--target sim|test|prod|URL]  a live terminal view of a book
+    deribit-kit fault URL drop|skip INSTR|stop-heartbeats|latency MS|halt INSTR|resume INSTR|storm N
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+from .book import OrderBook
+from .client import Deribit, Subscription
+from .errors import DeribitKitError
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+async def _until_stopped() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+# ---------------------------------------------------------------- sim
+async def run_sim(args: argparse.Namespace) -> None:
+    from .sim import Simulator
+
+    sim = Simulator(args.host, args.port, seed=args.seed, tick_interval=args.tick,
+                    client_id=args.client_id, client_secret=args.client_secret,
+                    rate_limits=not args.no_rate_limits)
+    await sim.start()
+    acct = sim.demo_account
+    print(f"deribit-kit embedded exchange ({len(sim.market.instruments)} instruments, seed {args.seed})")
+    print(f"WebSocket: {sim.ws_url}")
+    print(f"HTTP:      {sim.http_url}/api/v2/")
+    secret_hint = "(from DERIBIT_CLIENT_SECRET)" if os.environ.get("DERIBIT_CLIENT_SECRET") and not args.client_secret \
+        else acct.client_secret
+    print(f"API key:   client_id={acct.client_id} client_secret={secret_hint}")
+    print("Ctrl-C stops it.", flush=True)
+    try:
+        await _until_stopped()
+    finally:
+        await sim.stop()
+
+
+# ---------------------------------------------------------------- watch
+def render_book(book: OrderBook, ticker: dict[str, Any] | None, levels: int, width: int = 72) -> str:
+    """A text ladder: asks above, bids below, with cumulative sizes."""
+    lines = []
+    head = f" {book.instrument_name}  state={book.state}  change_id={book.change_id}  gaps={book.gaps}"
+    lines.append(head[:width])
+    if ticker:
+        mark, index = ticker.get("mark_price"), ticker.get("index_price")
+        lines.append(f" mark {mark}  index {index}  last {ticker.get('last_price')}  OI {ticker.get('open_interest')}")
+    lines.append(f" {'':>14} {'price':>14} {'size':>12} {'cum':>12}")
+    asks = book.asks(levels)
+    cum = 0.0
+    rows = []
+    for price, amount in asks:
+        cum += amount
+        rows.append(f" {'ask':>14} {price:>14,.4f} {amount:>12,.4f} {cum:>12,.4f}")
+    lines.extend(reversed(rows))
+    spread = book.spread
+    lines.append(f" {'spread':>14} {spread if spread is not None else '-':>14}")
+    cum = 0.0
+    for price, amount in book.bids(levels):
+        cum += amount
+        lines.append(f" {'bid':>14} {price:>14,.4f} {amount:>12,.4f} {cum:>12,.4f}")
+    return "\n".join(lines)
+
+
+async def run_watch(args: argparse.Namespace) -> None:
+    dk = await Deribit.connect(args.target)
+    book = OrderBook(args.instrument)
+    ticker: dict[str, Any] | None = None
+    dirty = asyncio.Event()
+
+    def on_message(n: Any) -> None:
+        nonlocal ticker
+        if n.channel.startswith("book."):
+            if not book.apply(n.data):
+                # a gap: resubscribe for a fresh snapshot of this instrument
+                asyncio.get_running_loop().create_task(resync())
+        else:
+            ticker = n.data
+        dirty.set()
+
+    async def resync() -> None:
+        await subs.pop().close()
+        await subscribe()
+
+    async def subscribe() -> None:
+        sub = dk.subscribe(f"book.{args.instrument}.100ms", f"ticker.{args.instrument}.100ms", callback=on_message)
+        subs.append(sub)
+        await sub.start()
+
+    subs: list[Subscription] = []
+    dk.reconnected += lambda _c: book.mark_resyncing()
+    stop = asyncio.get_running_loop().create_task(_until_stopped())
+    deadline = time.monotonic() + args.seconds if args.seconds else None
+    try:
+        await subscribe()
+        print(f"watching {args.instrument} on {dk.ws_url} (Ctrl-C stops)", flush=True)
+        while not stop.done() and (deadline is None or time.monotonic() < deadline):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(dirty.wait(), 0.5)
+            dirty.clear()
+            screen = render_book(book, ticker, args.levels)
+            try:
+                sys.stdout.write(("\x1b[H\x1b[2J" + screen + "\n") if sys.stdout.isatty() else screen + "\n\n")
+            except BrokenPipeError:
+                return
+            try:
+                sys.stdout.flush()
+            except BrokenPipeError:
+                return
+            await asyncio.sleep(args.refresh)  # screen refresh rate, not synchronisation
+    finally:
+        stop.cancel()
+        for sub in subs:
+            await sub.close()
+        await dk.close()
+
+
+# ---------------------------------------------------------------- fault
+FAULTS = {
+    "drop": ("sim/drop_connections", []),
+    "skip": ("sim/skip_change_id", ["instrument_name"]),
+    "stop-heartbeats": ("sim/stop_heartbeats", []),
+    "resume-heartbeats": ("sim/stop_heartbeats", []),
+    "latency": ("sim/set_latency", ["ms"]),
+    "halt": ("sim/halt", ["instrument_name"]),
+    "resume": ("sim/halt", ["instrument_name"]),
+    "storm": ("sim/rate_limit_storm", ["requests"]),
+}
+
+
+async def run_fault(args: argparse.Namespace) -> None:
+    method, names = FAULTS[args.fault]
+    if len(args.values) != len(names):
+        raise SystemExit(f"fault {args.fault} takes {len(names)} argument(s): {' '.join(names) or '-'}")
+    params: dict[str, Any] = dict(zip(names, args.values, strict=True))
+    if args.fault == "resume":
+        params["halted"] = False
+    if args.fault == "resume-heartbeats":
+        params["stopped"] = False
+    dk = await Deribit.connect(args.url, client_rate_limit=False, reconnect=False)
+    try:
+        print(json.dumps(await dk.call(method, params)))
+    finally:
+        await dk.close()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="deribit-kit", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--log-level", default="WARNING")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("sim", help="run the embedded Deribit-compatible exchange")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--tick", type=float, default=0.1, help="market tick in seconds")
+    s.add_argument("--client-id", default=None, help="API key to create (default: env or the demo key)")
+    s.add_argument("--client-secret", default=None)
+    s.add_argument("--no-rate-limits", action="store_true")
+    s.set_defaults(func=run_sim)
+
+    w = sub.add_parser("watch", help="a live terminal view of an order book")
+    w.add_argument("instrument", nargs="?", default="BTC-PERPETUAL")
+    w.add_argument("--target", default=None, help="sim (default), test, prod or a ws:// URL")
+    w.add_argument("--levels", type=int, default=10)
+    w.add_argument("--refresh", type=float, default=0.25, help="screen refresh in seconds")
+    w.add_argument("--seconds", type=float, default=0.0, help="stop after this long (0: until Ctrl-C)")
+    w.set_defaults(func=run_watch)
+
+    f = sub.add_parser("fault", help="inject a fault into a running embedded exchange")
+    f.add_argument("url", help="the exchange's ws:// URL")
+    f.add_argument("fault", choices=sorted(FAULTS))
+    f.add_argument("values", nargs="*")
+    f.set_defaults(func=run_fault)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.log_level)
+    try:
+        asyncio.run(args.func(args))
+    except KeyboardInterrupt:
+        pass
+    except DeribitKitError as exc:
+        print(f"deribit-kit: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
