@@ -1,0 +1,499 @@
+"""Tests for deribit_kit.book.OrderBook: chain continuity, states, counters, reads, and a
+hypothesis comparison against a trivial reference model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from deribit_kit.book import LIVE, RESYNCING, STALE, SYNCING, OrderBook
+
+INSTRUMENT = "BTC-PERPETUAL"
+
+
+def snap(
+    bids: list[tuple[float, float]],
+    asks: list[tuple[float, float]],
+    change_id: int = 100,
+    ts: int = 1_000,
+) -> dict[str, Any]:
+    return {
+        "type": "snapshot",
+        "timestamp": ts,
+        "instrument_name": INSTRUMENT,
+        "change_id": change_id,
+        "bids": [["new", p, a] for p, a in bids],
+        "asks": [["new", p, a] for p, a in asks],
+    }
+
+
+def change(
+    prev: int,
+    cid: int,
+    bids: list[list[Any]] | None = None,
+    asks: list[list[Any]] | None = None,
+    ts: int = 2_000,
+) -> dict[str, Any]:
+    return {
+        "type": "change",
+        "timestamp": ts,
+        "prev_change_id": prev,
+        "instrument_name": INSTRUMENT,
+        "change_id": cid,
+        "bids": bids or [],
+        "asks": asks or [],
+    }
+
+
+@pytest.fixture
+def book() -> OrderBook:
+    b = OrderBook(INSTRUMENT)
+    assert b.apply(snap([(100.0, 1.0), (99.5, 2.0), (99.0, 3.0)], [(100.5, 4.0), (101.0, 5.0), (102.0, 6.0)]))
+    return b
+
+
+# ---------------------------------------------------------------------------- snapshot and changes
+
+
+def test_new_book_is_syncing_and_empty() -> None:
+    b = OrderBook()
+    assert b.state == SYNCING
+    assert b.best_bid is None and b.best_ask is None
+    assert b.best_bid_price is None and b.best_ask_price is None
+    assert b.spread is None and b.mid is None
+    assert b.bids() == [] and b.asks(5) == []
+    assert b.imbalance() is None
+    assert b.change_id is None and b.last_update_ms is None
+    assert not b.is_crossed
+
+
+def test_snapshot_loads_book_in_order(book: OrderBook) -> None:
+    assert book.state == LIVE
+    assert book.bids() == [(100.0, 1.0), (99.5, 2.0), (99.0, 3.0)]
+    assert book.asks() == [(100.5, 4.0), (101.0, 5.0), (102.0, 6.0)]
+    assert book.change_id == 100
+    assert book.last_update_ms == 1_000
+    assert (book.snapshots, book.resyncs, book.changes, book.gaps) == (1, 0, 0, 0)
+    assert book.instrument_name == INSTRUMENT
+    assert (book.n_bids, book.n_asks) == (3, 3)
+
+
+def test_change_new_change_delete(book: OrderBook) -> None:
+    ok = book.apply(
+        change(
+            100,
+            105,
+            bids=[["new", 100.25, 7.0], ["change", 99.5, 2.5], ["delete", 99.0, 0.0]],
+            asks=[["delete", 100.5, 0.0], ["new", 103.0, 1.0]],
+            ts=2_500,
+        )
+    )
+    assert ok
+    assert book.bids() == [(100.25, 7.0), (100.0, 1.0), (99.5, 2.5)]
+    assert book.asks() == [(101.0, 5.0), (102.0, 6.0), (103.0, 1.0)]
+    assert book.change_id == 105
+    assert book.last_update_ms == 2_500
+    assert book.changes == 1
+    assert book.state == LIVE
+
+
+def test_zero_amount_with_change_or_new_removes_level(book: OrderBook) -> None:
+    assert book.apply(change(100, 101, bids=[["change", 100.0, 0.0]], asks=[["new", 101.0, 0]]))
+    assert book.best_bid == (99.5, 2.0)
+    assert 101.0 not in [p for p, _ in book.asks()]
+    # a zero-amount "new" for an absent price is a no-op, not an unknown delete
+    assert book.apply(change(101, 102, bids=[["new", 50.0, 0.0]]))
+    assert book.unknown_deletes == 0
+    assert book.n_bids == 2
+
+
+def test_unknown_delete_is_counted_not_raised(book: OrderBook) -> None:
+    assert book.apply(change(100, 101, bids=[["delete", 42.0, 0]], asks=[["delete", 4242.0, 0]]))
+    assert book.unknown_deletes == 2
+    assert book.state == LIVE
+    assert book.n_bids == 3 and book.n_asks == 3
+
+
+def test_change_for_absent_price_inserts(book: OrderBook) -> None:
+    assert book.apply(change(100, 101, asks=[["change", 100.75, 9.0]]))
+    assert book.asks(2) == [(100.5, 4.0), (100.75, 9.0)]
+
+
+def test_values_are_floats_even_when_json_had_ints() -> None:
+    b = OrderBook()
+    b.apply({"type": "snapshot", "timestamp": 1, "instrument_name": "X", "change_id": 1,
+             "bids": [["new", 20987, 10]], "asks": [["new", 20999, 20]]})
+    b.apply({"type": "change", "timestamp": 2, "prev_change_id": 1, "instrument_name": "X",
+             "change_id": 2, "bids": [["new", 20986, 30]], "asks": []})
+    for p, a in b.bids() + b.asks():
+        assert type(p) is float and type(a) is float
+
+
+def test_unknown_message_type_and_wrong_instrument_raise(book: OrderBook) -> None:
+    with pytest.raises(ValueError):
+        book.apply({"type": "bogus"})
+    with pytest.raises(ValueError):
+        book.apply(snap([(1.0, 1.0)], [(2.0, 1.0)]) | {"instrument_name": "ETH-PERPETUAL"})
+
+
+# ---------------------------------------------------------------------------- gaps and resync
+
+
+def test_gap_is_rejected_and_leaves_book_unchanged(book: OrderBook) -> None:
+    before = book.snapshot_levels()
+    ok = book.apply(change(103, 110, bids=[["new", 100.25, 7.0]], asks=[["delete", 100.5, 0]]))
+    assert ok is False
+    assert book.snapshot_levels() == before
+    assert book.gaps == 1
+    assert book.state == RESYNCING
+    assert book.change_id == 100
+    assert book.changes == 0
+
+
+def test_changes_after_gap_are_discarded_until_snapshot(book: OrderBook) -> None:
+    assert not book.apply(change(103, 110))
+    before = book.snapshot_levels()
+    # the exchange's chain continues from the missed message: nothing applies, no new gaps
+    assert not book.apply(change(110, 120, bids=[["new", 100.25, 7.0]]))
+    assert not book.apply(change(120, 130))
+    assert book.snapshot_levels() == before
+    assert book.gaps == 1
+    assert book.discarded == 2
+    assert book.state == RESYNCING
+    # resync through a fresh snapshot
+    assert book.apply(snap([(200.0, 1.0)], [(201.0, 1.0)], change_id=140, ts=5_000))
+    assert book.state == LIVE
+    assert (book.snapshots, book.resyncs) == (2, 1)
+    assert book.bids() == [(200.0, 1.0)] and book.asks() == [(201.0, 1.0)]
+    assert book.apply(change(140, 141, bids=[["new", 199.5, 2.0]]))
+    assert book.bids(2) == [(200.0, 1.0), (199.5, 2.0)]
+
+
+def test_change_before_first_snapshot_is_discarded() -> None:
+    b = OrderBook(INSTRUMENT)
+    assert not b.apply(change(1, 2, bids=[["new", 1.0, 1.0]]))
+    assert b.state == SYNCING
+    assert b.gaps == 0 and b.discarded == 1
+    assert b.bids() == []
+
+
+def test_rest_snapshot_then_stream_skips_old_changes() -> None:
+    b = OrderBook(INSTRUMENT)
+    b.apply_snapshot([[100.0, 1.0], [99.0, 2.0]], [[101.0, 3.0]], change_id=50, timestamp=7)
+    assert b.state == LIVE and b.change_id == 50 and b.last_update_ms == 7
+    assert b.bids() == [(100.0, 1.0), (99.0, 2.0)]
+    # messages already contained in the REST snapshot are not a gap
+    assert not b.apply(change(40, 45, bids=[["delete", 100.0, 0]]))
+    assert not b.apply(change(45, 50, bids=[["delete", 100.0, 0]]))
+    assert b.gaps == 0 and b.discarded == 2 and b.state == LIVE
+    assert b.apply(change(50, 55, bids=[["delete", 99.0, 0]]))
+    assert b.bids() == [(100.0, 1.0)]
+
+
+def test_mark_resyncing_until_snapshot(book: OrderBook) -> None:
+    book.mark_resyncing()
+    assert book.state == RESYNCING
+    # the chain is intact: changes keep the book current, but it stays untrusted
+    assert book.apply(change(100, 101, bids=[["new", 100.25, 1.0]]))
+    assert book.state == RESYNCING
+    assert book.best_bid == (100.25, 1.0)
+    book.apply(snap([(10.0, 1.0)], [(11.0, 1.0)], change_id=200))
+    assert book.state == LIVE
+
+
+# ---------------------------------------------------------------------------- stale and crossed
+
+
+def test_stale_detection_and_recovery(book: OrderBook) -> None:
+    assert not book.check_stale(now_ms=1_500, max_age_ms=1_000)
+    assert book.state == LIVE
+    assert book.check_stale(now_ms=2_001, max_age_ms=1_000)
+    assert book.state == STALE
+    assert book.apply(change(100, 101, ts=2_100))
+    assert book.state == LIVE
+    assert not book.check_stale(now_ms=2_200, max_age_ms=1_000)
+
+
+def test_stale_check_does_not_override_other_states(book: OrderBook) -> None:
+    assert not OrderBook().check_stale(10**12, 1)
+    book.mark_resyncing()
+    assert not book.check_stale(now_ms=10**12, max_age_ms=1)
+    assert book.state == RESYNCING
+
+
+def test_stale_book_recovers_on_snapshot(book: OrderBook) -> None:
+    book.check_stale(now_ms=10_000, max_age_ms=1)
+    assert book.state == STALE
+    book.apply(snap([(1.0, 1.0)], [(2.0, 1.0)], change_id=300, ts=10_001))
+    assert book.state == LIVE
+
+
+def test_crossed_book_is_flagged_and_not_trusted(book: OrderBook) -> None:
+    assert book.apply(change(100, 101, bids=[["new", 100.5, 1.0]]))  # bid == best ask
+    assert book.is_crossed
+    assert book.crossed == 1
+    assert book.state == RESYNCING
+    # still crossed on the next change: counted once per crossing
+    assert book.apply(change(101, 102, bids=[["new", 101.0, 1.0]]))
+    assert book.crossed == 1
+    # uncrossing does not make it trusted again; only a snapshot does
+    assert book.apply(change(102, 103, bids=[["delete", 100.5, 0], ["delete", 101.0, 0]]))
+    assert not book.is_crossed
+    assert book.state == RESYNCING
+    assert book.check_stale(now_ms=10**12, max_age_ms=1) is False
+    book.apply(snap([(1.0, 1.0)], [(2.0, 1.0)], change_id=300))
+    assert book.state == LIVE and not book.is_crossed
+
+
+def test_crossed_snapshot_is_flagged() -> None:
+    b = OrderBook()
+    b.apply(snap([(101.0, 1.0)], [(100.0, 1.0)]))
+    assert b.is_crossed and b.crossed == 1 and b.state == RESYNCING
+    assert b.spread == -1.0
+
+
+# ---------------------------------------------------------------------------- reads
+
+
+def test_best_spread_mid(book: OrderBook) -> None:
+    assert book.best_bid == (100.0, 1.0)
+    assert book.best_ask == (100.5, 4.0)
+    assert book.best_bid_price == 100.0
+    assert book.best_ask_price == 100.5
+    assert book.spread == pytest.approx(0.5)
+    assert book.mid == pytest.approx(100.25)
+
+
+def test_top_n_and_depth(book: OrderBook) -> None:
+    assert book.bids(2) == [(100.0, 1.0), (99.5, 2.0)]
+    assert book.asks(1) == [(100.5, 4.0)]
+    assert book.bids(10) == book.bids()
+    assert book.asks(0) == [] and book.bids(0) == [] and book.bids(-3) == []
+    assert book.depth(2) == (book.bids(2), book.asks(2))
+
+
+def test_volume_at(book: OrderBook) -> None:
+    assert book.volume_at(99.5) == 2.0
+    assert book.volume_at(101.0) == 5.0
+    assert book.volume_at(12.0) == 0.0
+    assert book.volume_at(101.0, side="bid") == 0.0
+    assert book.volume_at(101.0, side="ask") == 5.0
+    with pytest.raises(ValueError):
+        book.volume_at(1.0, side="buy")  # type: ignore[arg-type]
+
+
+def test_vwap(book: OrderBook) -> None:
+    # buy 6 from asks: 4 @ 100.5 + 2 @ 101.0
+    assert book.vwap(6, "buy") == pytest.approx((4 * 100.5 + 2 * 101.0) / 6)
+    assert book.vwap(4, "buy") == pytest.approx(100.5)
+    assert book.vwap(1, "buy") == pytest.approx(100.5)
+    # sell 2.5 into bids: 1 @ 100 + 1.5 @ 99.5
+    assert book.vwap(2.5, "sell") == pytest.approx((100.0 + 1.5 * 99.5) / 2.5)
+    # whole side exactly, then more than the side holds
+    assert book.vwap(15, "buy") == pytest.approx((4 * 100.5 + 5 * 101 + 6 * 102) / 15)
+    assert book.vwap(15.01, "buy") is None
+    assert book.vwap(7, "sell") is None
+    with pytest.raises(ValueError):
+        book.vwap(0, "buy")
+    with pytest.raises(ValueError):
+        book.vwap(1, "bid")  # type: ignore[arg-type]
+
+
+def test_imbalance(book: OrderBook) -> None:
+    # top 2: bids 1 + 2 = 3, asks 4 + 5 = 9
+    assert book.imbalance(2) == pytest.approx((3 - 9) / 12)
+    # all: bids 6, asks 15
+    assert book.imbalance() == pytest.approx((6 - 15) / 21)
+    one_sided = OrderBook()
+    one_sided.apply(snap([(1.0, 2.0)], []))
+    assert one_sided.imbalance() == 1.0
+
+
+def test_to_frame(book: OrderBook) -> None:
+    df = book.to_frame()
+    assert list(df.columns) == ["side", "price", "amount", "cumulative"]
+    assert df["side"].tolist() == ["bid"] * 3 + ["ask"] * 3
+    assert df["price"].tolist() == [100.0, 99.5, 99.0, 100.5, 101.0, 102.0]
+    assert df["amount"].tolist() == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    assert df["cumulative"].tolist() == [1.0, 3.0, 6.0, 4.0, 9.0, 15.0]
+    assert str(df["price"].dtype) == "float64"
+    top = book.to_frame(2)
+    assert len(top) == 4
+    assert top["cumulative"].tolist() == [1.0, 3.0, 4.0, 9.0]
+    empty = OrderBook().to_frame()
+    assert list(empty.columns) == ["side", "price", "amount", "cumulative"] and len(empty) == 0
+
+
+def test_snapshot_levels_round_trip(book: OrderBook) -> None:
+    levels = book.snapshot_levels()
+    assert levels == {
+        "bids": [[100.0, 1.0], [99.5, 2.0], [99.0, 3.0]],
+        "asks": [[100.5, 4.0], [101.0, 5.0], [102.0, 6.0]],
+    }
+    copy = OrderBook(INSTRUMENT)
+    copy.apply_snapshot(levels["bids"], levels["asks"], change_id=book.change_id or 0, timestamp=1)
+    assert copy.bids() == book.bids() and copy.asks() == book.asks()
+
+
+def test_reprs(book: OrderBook) -> None:
+    r = repr(book)
+    assert "\n" not in r
+    assert INSTRUMENT in r and "live" in r and "100.5" in r and "change_id=100" in r
+    assert "syncing" in repr(OrderBook())
+    b = OrderBook("<x>")
+    b.apply_snapshot([[1.0, 1.0]], [], change_id=1, timestamp=1)
+    h = b._repr_html_()
+    assert "&lt;x&gt;" in h and "<x>" not in h and "<table" in h and "live" in h
+    h = book._repr_html_()
+    assert h.count("<tr>") == 1 + 3  # header + 3 level rows
+    for price in ("100", "99.5", "100.5", "102"):
+        assert f"<b>{price}</b>" in h
+
+
+def test_repr_html_shows_at_most_ten_rows() -> None:
+    b = OrderBook()
+    b.apply_snapshot([[float(p), 1.0] for p in range(1, 30)], [[float(p), 1.0] for p in range(50, 55)], 1, 1)
+    assert b._repr_html_().count("<tr>") == 1 + 10
+
+
+# ---------------------------------------------------------------------------- property test
+
+
+class ReferenceBook:
+    """Plain dicts, sorted at read time, with the same continuity rules."""
+
+    def __init__(self) -> None:
+        self.bids: dict[float, float] = {}
+        self.asks: dict[float, float] = {}
+        self.change_id: int | None = None
+        self.synced = False
+        self.state = SYNCING
+        self.gaps = 0
+        self.changes = 0
+        self.unknown_deletes = 0
+
+    def apply(self, data: dict[str, Any]) -> bool:
+        if data["type"] == "snapshot":
+            self.bids = {float(p): float(a) for _, p, a in data["bids"] if a}
+            self.asks = {float(p): float(a) for _, p, a in data["asks"] if a}
+            self.change_id = data["change_id"]
+            self.synced = True
+            self.state = LIVE
+            self._check_crossed()
+            return True
+        if not self.synced or data["prev_change_id"] != self.change_id:
+            if self.synced and self.change_id is not None and data["change_id"] > self.change_id:
+                self.gaps += 1
+                self.synced = False
+                self.state = RESYNCING
+            return False
+        for side, entries in ((self.bids, data["bids"]), (self.asks, data["asks"])):
+            for action, p, a in entries:
+                if action == "delete" or a == 0:
+                    if p in side:
+                        del side[p]
+                    elif action == "delete":
+                        self.unknown_deletes += 1
+                else:
+                    side[float(p)] = float(a)
+        self.change_id = data["change_id"]
+        self.changes += 1
+        self._check_crossed()
+        return True
+
+    def _check_crossed(self) -> None:
+        if self.bids and self.asks and max(self.bids) >= min(self.asks):
+            self.state = RESYNCING
+
+    def sorted_bids(self) -> list[tuple[float, float]]:
+        return sorted(self.bids.items(), reverse=True)
+
+    def sorted_asks(self) -> list[tuple[float, float]]:
+        return sorted(self.asks.items())
+
+
+# bids live on ticks 0..19 and asks on ticks 21..40 (of 0.5 from 100); both sides rarely use
+# tick 20, so the book sometimes crosses (bid == ask) without being crossed most of the time
+bid_price = st.integers(0, 30).map(lambda i: 100.0 + 0.5 * (20 if i == 30 else i % 20))
+ask_price = st.integers(0, 30).map(lambda i: 100.0 + 0.5 * (20 if i == 30 else 21 + i % 20))
+amount = st.integers(1, 50).map(float)
+
+
+def entries(price: st.SearchStrategy[float]) -> st.SearchStrategy[list[list[Any]]]:
+    entry = st.one_of(
+        st.tuples(st.sampled_from(["new", "change"]), price, amount),
+        st.tuples(st.just("delete"), price, st.just(0.0)),
+        st.tuples(st.sampled_from(["new", "change"]), price, st.just(0.0)),
+    )
+    return st.lists(entry.map(list), max_size=6)
+
+
+snapshot_step = st.tuples(
+    st.just("snapshot"),
+    st.dictionaries(bid_price, amount, min_size=1, max_size=10),
+    st.dictionaries(ask_price, amount, min_size=1, max_size=10),
+)
+change_step = st.tuples(st.just("change"), entries(bid_price), entries(ask_price))
+step = st.one_of(
+    change_step,
+    change_step,
+    change_step,
+    change_step,
+    change_step,
+    snapshot_step,
+    st.tuples(st.just("gap"), entries(bid_price), entries(ask_price)),
+    st.tuples(st.just("replay"), entries(bid_price), entries(ask_price)),
+)
+
+
+@settings(derandomize=True, max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    first=snapshot_step,
+    steps=st.lists(step, max_size=30),
+    id_steps=st.lists(st.integers(1, 5), min_size=31, max_size=31),
+)
+def test_matches_reference_model(
+    first: tuple[Any, ...], steps: list[tuple[Any, ...]], id_steps: list[int]
+) -> None:
+    """Random valid chains with gaps, replays and re-snapshots: same levels, state and counters as
+    a dict model sorted at read time; gapped and replayed changes are rejected and change nothing."""
+    steps = [first, *steps]
+    book = OrderBook(INSTRUMENT)
+    ref = ReferenceBook()
+    exchange_id = 1_000  # the last change_id the "exchange" produced
+    ts = 0
+    for i, (kind, bids, asks) in enumerate(steps):
+        ts += 100
+        inc = id_steps[i]
+        if kind == "snapshot":
+            exchange_id += inc
+            msg: dict[str, Any] = snap(sorted(bids.items()), sorted(asks.items()), change_id=exchange_id, ts=ts)
+        elif kind == "change":  # continues the exchange's chain (rejected if the book is resyncing)
+            msg = change(exchange_id, exchange_id + inc, bids, asks, ts=ts)
+            exchange_id += inc
+        elif kind == "gap":  # the message after a lost one
+            lost = exchange_id + inc
+            msg = change(lost, lost + 1, bids, asks, ts=ts)
+            exchange_id = lost + 1
+        else:  # an old message delivered again
+            msg = change(exchange_id - 2 * inc, exchange_id - inc, bids, asks, ts=ts)
+
+        before, change_id_before = book.snapshot_levels(), book.change_id
+        expected = ref.apply(msg)
+        assert book.apply(msg) is expected
+        if kind in ("gap", "replay"):
+            assert expected is False
+            assert book.snapshot_levels() == before  # rejected changes touch nothing
+            assert book.change_id == change_id_before
+        assert book.bids() == ref.sorted_bids()
+        assert book.asks() == ref.sorted_asks()
+        assert book.state == ref.state
+        assert (book.gaps, book.changes, book.unknown_deletes) == (ref.gaps, ref.changes, ref.unknown_deletes)
+        assert book.is_crossed == bool(ref.bids and ref.asks and max(ref.bids) >= min(ref.asks))
+        if expected:
+            assert book.change_id == msg["change_id"]
+        best = book.best_bid
+        assert best == (ref.sorted_bids()[0] if ref.bids else None)
