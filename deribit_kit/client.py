@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from .config import Settings
 from .errors import DeribitError, DeribitKitError, SubscriptionError, TransportError, ValidationError
@@ -45,6 +46,7 @@ from .wire import auth as wire_auth
 from .wire.channels import ChannelError, parse_channel
 
 if TYPE_CHECKING:
+    from .broker import Broker, LiveBook
     from .sim import Simulator
 
 log = logging.getLogger("deribit_kit.client")
@@ -64,7 +66,10 @@ class Subscription:
     """Channels subscribed for one consumer: an async iterator of :class:`Notification` and/or a callback.
 
     The buffer is bounded (``maxsize``); when the consumer falls behind, the oldest messages are
-    dropped and counted in ``dropped``. Leaving ``async with`` / ``async for`` unsubscribes.
+    dropped and counted in ``dropped``. Leaving ``async with`` unsubscribes at once; leaving a bare
+    ``async for`` (``break``) unsubscribes as soon as the loop finalizes the iterator, which
+    ``await sub.wait_closed()`` waits for. A ``callback`` may be a plain function or a coroutine
+    function (run as a task).
     """
 
     def __init__(self, client: Deribit, channels: list[str], callback: Callable[[Notification], Any] | None,
@@ -77,10 +82,13 @@ class Subscription:
         self._queue: asyncio.Queue[Notification] = asyncio.Queue(maxsize)
         self._started = False
         self._closed = False
+        self._done = asyncio.Event()
 
     def _deliver(self, n: Notification) -> None:
         if self.callback is not None:
-            self.callback(n)
+            result = self.callback(n)
+            if inspect.isawaitable(result):
+                self.client._spawn(result)
             return
         q = self._queue
         if q.full():
@@ -97,9 +105,23 @@ class Subscription:
 
     async def close(self) -> None:
         """Unsubscribe (upstream only for channels no other consumer holds)."""
-        if self._started and not self._closed:
-            self._closed = True
-            await self.client._detach(self)
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._started:
+                await self.client._detach(self)
+        finally:
+            self._done.set()
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` has run (the upstream unsubscribe is sent by then)."""
+        return self._done.is_set()
+
+    async def wait_closed(self, timeout: float | None = None) -> None:
+        """Wait until the subscription is closed, e.g. after ``break`` out of ``async for``."""
+        await asyncio.wait_for(self._done.wait(), timeout)
 
     async def get(self, timeout: float | None = None) -> Notification:
         """The next message, waiting at most ``timeout`` seconds."""
@@ -141,10 +163,13 @@ class Deribit:
         self._token_expiry = 0.0
         self._refresh_task: asyncio.Task[None] | None = None
         self._instruments: dict[str, Instrument] = {}
+        self._broker: Broker | None = None  # created by order_book(live=True)
         self.connected = Event("connected")
         self.disconnected = Event("disconnected")
         self.reconnected = Event("reconnected")  # after re-auth and every subscription restored
         self.notification = Event("notification")  # every notification: (channel, data)
+        self.authenticated = Event("authenticated")  # each new access token (auth, refresh, re-auth): AuthResult
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     # ------------------------------------------------------------ lifecycle
     @classmethod
@@ -211,9 +236,15 @@ class Deribit:
 
     async def close(self) -> None:
         """Close the connection (and the embedded exchange if this client started it)."""
+        if self._broker is not None:
+            broker, self._broker = self._broker, None
+            with contextlib.suppress(DeribitKitError):
+                await broker.close()
         if self._refresh_task is not None:
             self._refresh_task.cancel()
             self._refresh_task = None
+        for task in list(self._tasks):
+            task.cancel()
         if self._transport is not None:
             await self._transport.close()
         if self.sim is not None:
@@ -287,14 +318,28 @@ class Deribit:
         self._auth = result
         ttl = float(result.expires_in or 0)
         self._token_expiry = time.monotonic() + ttl
-        if self._refresh_task is not None:
+        if self._refresh_task is not None and self._refresh_task is not asyncio.current_task():
             self._refresh_task.cancel()
+        self._refresh_task = None
         if ttl > 0:
             self._refresh_task = asyncio.get_running_loop().create_task(self._refresh_later(ttl))
+        self.authenticated.emit(result)
+
+    def _spawn(self, aw: Any) -> None:
+        """Run an awaitable (a coroutine callback) as a task that is kept alive and cancelled on close."""
+        task: asyncio.Task[Any] = asyncio.ensure_future(aw)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("subscriber callback failed", exc_info=task.exception())
 
     async def _refresh_later(self, ttl: float) -> None:
         await asyncio.sleep(max(0.05, ttl * 0.8))
-        assert self._auth is not None
+        if self._auth is None:  # a reconnect is re-authenticating
+            return
         try:
             params = {"grant_type": "refresh_token", "refresh_token": self._auth.refresh_token}
             result = convert(await self.transport.request("public/auth", params), AuthResult)
@@ -356,8 +401,19 @@ class Deribit:
             self._instruments[name] = inst
         return inst
 
-    async def order_book(self, instrument: str, depth: int | None = None) -> OrderBookSnapshot:
-        """A snapshot of the order book (``depth`` levels per side)."""
+    @overload
+    async def order_book(self, instrument: str, depth: int | None = None, *,
+                         live: Literal[False] = False) -> OrderBookSnapshot: ...
+
+    @overload
+    async def order_book(self, instrument: str, depth: int | None = None, *, live: Literal[True]) -> LiveBook: ...
+
+    async def order_book(self, instrument: str, depth: int | None = None, *,
+                         live: bool = False) -> OrderBookSnapshot | LiveBook:
+        """A snapshot of the order book (``depth`` levels per side), or with ``live=True`` a
+        :class:`~deribit_kit.broker.LiveBook` kept up to date by the client's broker."""
+        if live:
+            return await self.broker.book(instrument)
         params: dict[str, Any] = {"instrument_name": instrument}
         if depth is not None:
             params["depth"] = depth
@@ -459,6 +515,15 @@ class Deribit:
                     log.exception("subscriber callback failed on %s", channel)
         if self.notification:
             self.notification.emit(channel, data)
+
+    @property
+    def broker(self) -> Broker:
+        """The client's own subscription broker (created on first use)."""
+        if self._broker is None:
+            from .broker import Broker
+
+            self._broker = Broker(self)
+        return self._broker
 
     @property
     def channels(self) -> list[str]:
