@@ -2,6 +2,7 @@
 
     deribit-kit sim [--host 127.0.0.1] [--port 0] [--seed 0]     the embedded exchange
     deribit-kit watch [INSTRUMENT] [--target sim|test|prod|URL]  a live terminal view of a book
+    deribit-kit broker [--upstream sim|test|prod|URL] [--port N] [--certfile F --keyfile F]   the broker's port
     deribit-kit fault URL drop|skip INSTR|stop-heartbeats|latency MS|halt INSTR|resume INSTR|storm N
 """
 
@@ -138,6 +139,34 @@ async def run_watch(args: argparse.Namespace) -> None:
         await dk.close()
 
 
+# ---------------------------------------------------------------- broker
+async def run_broker(args: argparse.Namespace) -> None:
+    import ssl
+
+    from .broker import Broker
+    from .broker.server import BrokerServer
+
+    ctx = None
+    if args.certfile:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(args.certfile, args.keyfile)
+    dk = await Deribit.connect(args.upstream)
+    broker = Broker(dk)
+    token = args.token or os.environ.get("DERIBIT_KIT_BROKER_TOKEN")
+    server = BrokerServer(broker, args.host, args.port, ctx, token=token, max_connections=args.max_connections)
+    try:
+        await server.start()
+        if dk.sim is not None:
+            print(f"embedded exchange: {dk.ws_url}")
+        print(f"broker: {server.ws_url}  (health {server.http_url}/healthz, metrics {server.http_url}/metrics)",
+              flush=True)
+        await _until_stopped()
+    finally:
+        await server.stop()
+        await broker.close()
+        await dk.close()
+
+
 # ---------------------------------------------------------------- fault
 FAULTS = {
     "drop": ("sim/drop_connections", []),
@@ -190,6 +219,16 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--refresh", type=float, default=0.25, help="screen refresh in seconds")
     w.add_argument("--seconds", type=float, default=0.0, help="stop after this long (0: until Ctrl-C)")
     w.set_defaults(func=run_watch)
+
+    b = sub.add_parser("broker", help="serve a shared broker on its own Deribit-compatible port")
+    b.add_argument("--upstream", default=None, help="sim (default: starts an embedded exchange), test, prod or a URL")
+    b.add_argument("--host", default="127.0.0.1")
+    b.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    b.add_argument("--certfile", default=None, help="TLS certificate (serves wss://)")
+    b.add_argument("--keyfile", default=None)
+    b.add_argument("--token", default=None, help="enables private forwarding (env DERIBIT_KIT_BROKER_TOKEN)")
+    b.add_argument("--max-connections", type=int, default=1000)
+    b.set_defaults(func=run_broker)
 
     f = sub.add_parser("fault", help="inject a fault into a running embedded exchange")
     f.add_argument("url", help="the exchange's ws:// URL")

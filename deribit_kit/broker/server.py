@@ -1,0 +1,561 @@
+"""The broker's own Deribit-compatible port: external WebSocket clients share the broker's upstream.
+
+    async with BrokerServer(broker, port=0) as srv:
+        print(srv.ws_url)            # ws://127.0.0.1:<port>/ws/api/v2
+
+* Each channel an external client asks for is one :class:`_Topic`: one broker consumer (callback,
+  so delivery is a direct call) whatever the number of external subscribers.
+* Notifications are encoded and framed once (``text_frame(encode_notification(...))``) and the same
+  bytes are queued to every subscriber; each client's queue is written once per event-loop turn.
+* Book channels never show a break the exchange did not cause: a joiner gets a snapshot built from
+  the broker's live book; a change goes only to clients whose last ``change_id`` is its
+  ``prev_change_id``; anyone else (late, lagging, after a resync) gets a fresh snapshot.
+* A client whose send buffer passes ``max_buffer`` is conflated (changes skipped, then a fresh
+  snapshot once its buffer is under half the limit) or, with ``slow_policy="disconnect"`` or past
+  ``4 * max_buffer``, closed with ``connection_too_slow``.
+* Private methods are off unless ``token`` is given; then a client ``public/auth``s with the broker's
+  own ``client_id``/``token`` (never the upstream key) and its ``private/*`` calls are forwarded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import ssl
+import time
+from typing import Any, Literal
+
+from ..errors import DeribitError, DeribitKitError, error_for_code, invalid_params
+from ..transport.server import HttpRequest, HttpResponse, LoopbackServer, WsConnection, text_frame
+from ..wire import jsonrpc
+from ..wire.channels import ChannelError, parse_channel
+from ..wire.credits import CreditPools
+from .broker import Broker, LiveBook
+from .subscription import Consumer, Item
+
+__all__ = ["BrokerServer"]
+
+log = logging.getLogger("deribit_kit.broker.server")
+
+WS_PATH = "/ws/api/v2"
+API_VERSION = "1.2.26"
+FORWARDED = frozenset({
+    "public/get_instruments", "public/get_instrument", "public/get_order_book", "public/ticker",
+    "public/get_index_price", "public/get_book_summary_by_currency", "public/get_last_trades_by_instrument",
+    "public/get_currencies", "public/get_index_price_names", "public/get_contract_size", "public/status",
+})
+SlowPolicy = Literal["conflate", "disconnect"]
+
+
+class _Client:
+    __slots__ = ("authed", "awaiting_test", "conn", "drops", "hb", "lagging", "out", "pools", "sent", "since",
+                 "snapshots", "subs")
+
+    def __init__(self, conn: WsConnection, pools: CreditPools) -> None:
+        self.conn = conn
+        self.pools = pools
+        self.subs: set[str] = set()
+        self.sent: dict[str, int | None] = {}  # book channel -> change_id last sent (None: owes a snapshot)
+        self.out: list[bytes] = []
+        self.lagging = False
+        self.authed = False
+        self.awaiting_test = False
+        self.hb: asyncio.Task[None] | None = None
+        self.drops = 0
+        self.snapshots = 0
+        self.since = time.monotonic()
+
+
+class _Topic:
+    """One channel served to external clients."""
+
+    def __init__(self, server: BrokerServer, name: str) -> None:
+        self.server = server
+        self.name = name
+        info = parse_channel(name)
+        self.is_book = info.family == "book"
+        self.private = info.private
+        self.clients: set[_Client] = set()
+        self.ready: set[_Client] = set()  # subscribe reply sent: notifications may flow
+        self.consumer: Consumer | None = None
+        self.live: LiveBook | None = None
+        self.started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._snap: tuple[int | None, bytes] | None = None
+        self.messages = 0
+
+    async def start(self) -> None:
+        broker = self.server.broker
+        try:
+            if self.is_book:
+                st = broker._acquire(self.name)  # hold the broker's live book for this channel
+                self.live = broker._ensure_book(st)
+                self.live._holders += 1
+            self.consumer = broker.consumer([self.name], "drop_oldest", 1, callback=self._on_note,
+                                            name=f"port:{self.name}")
+            await self.consumer.start()
+        except Exception as exc:
+            log.warning("subscribing %s for the port failed: %s", self.name, exc)
+            self.started.set_exception(exc)
+            self.started.exception()
+            await self.stop()
+            return
+        self.started.set_result(None)
+
+    async def stop(self) -> None:
+        if self.consumer is not None:
+            await self.consumer.close()
+            self.consumer = None
+        if self.live is not None:
+            self.server.broker._release_book(self.live)
+            self.live = None
+
+    def snapshot_frame(self) -> bytes | None:
+        """A ``snapshot`` notification of the live book as it is now (encoded once per change_id)."""
+        live = self.live
+        if live is None or live.book.state != "live":
+            return None
+        book = live.book
+        if self._snap is not None and self._snap[0] == book.change_id:
+            return self._snap[1]
+        lv = book.snapshot_levels()
+        data = {"type": "snapshot", "timestamp": book.last_update_ms, "instrument_name": live.instrument,
+                "change_id": book.change_id,
+                "bids": [["new", p, a] for p, a in lv["bids"]], "asks": [["new", p, a] for p, a in lv["asks"]]}
+        frame = text_frame(jsonrpc.encode_notification(self.name, data))
+        self._snap = (book.change_id, frame)
+        return frame
+
+    def send_snapshot(self, c: _Client) -> None:
+        frame = self.snapshot_frame()
+        if frame is None:
+            c.sent[self.name] = None  # the next upstream snapshot goes to it
+            return
+        assert self.live is not None
+        c.sent[self.name] = self.live.book.change_id
+        c.snapshots += 1
+        self.server._queue(c, frame)
+
+    def _on_note(self, item: Item) -> None:
+        data = getattr(item, "data", None)
+        self.messages += 1
+        srv = self.server
+        if not self.is_book or not isinstance(data, dict):
+            frame = text_frame(jsonrpc.encode_notification(self.name, data))
+            for c in self.ready:
+                if c.lagging and not srv._drained(c):
+                    c.drops += 1
+                    continue
+                srv._queue(c, frame)
+            return
+        live = self.live
+        if live is None or live.book.state != "live" or live.book.change_id != data.get("change_id"):
+            return  # a gap or a change during a resync: the broker resubscribes, a snapshot follows
+        snapshot = data.get("type") == "snapshot"
+        cid = data.get("change_id")
+        prev = data.get("prev_change_id")
+        shared: bytes | None = None
+        for c in self.ready:
+            if c.lagging and not srv._drained(c):
+                c.drops += 1
+                c.sent[self.name] = -1
+                continue
+            last = c.sent.get(self.name)
+            if snapshot or last == prev:
+                if shared is None:
+                    shared = text_frame(jsonrpc.encode_notification(self.name, data))
+                c.sent[self.name] = cid
+                if snapshot:
+                    c.snapshots += 1
+                srv._queue(c, shared)
+            else:
+                self.send_snapshot(c)  # late, lagging or resumed: a fresh snapshot, never a broken chain
+
+
+class BrokerServer:
+    """Serve a :class:`~deribit_kit.broker.Broker` on its own Deribit-compatible WebSocket + HTTP port."""
+
+    def __init__(self, broker: Broker, host: str = "127.0.0.1", port: int = 0,
+                 ssl_context: ssl.SSLContext | None = None, token: str | None = None, *,
+                 client_id: str = "deribit-kit-broker", max_connections: int = 1000,
+                 max_channels: int = 1000, max_buffer: int = 4 * 1024 * 1024, slow_policy: SlowPolicy = "conflate",
+                 rate_limits: bool = True, min_heartbeat_interval: int = 10, testnet: bool = True) -> None:
+        self.broker = broker
+        self.host, self.port = host, port
+        self.ssl_context = ssl_context
+        self.token = token
+        self.client_id = client_id
+        self.max_connections = max_connections
+        self.max_channels = max_channels
+        self.max_buffer = max_buffer
+        self.slow_policy = slow_policy
+        self.rate_limits = rate_limits
+        self.min_heartbeat_interval = min_heartbeat_interval
+        self.testnet = testnet
+        self.clients: set[_Client] = set()
+        self.topics: dict[str, _Topic] = {}
+        self.server: LoopbackServer | None = None
+        self._dirty: list[_Client] = []
+        self._flush_scheduled = False
+        self._tokens: set[str] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.stats = {"requests": 0, "errors": 0, "refused": 0, "slow_disconnects": 0, "deliveries": 0}
+
+    # ------------------------------------------------------------ lifecycle
+    async def start(self) -> BrokerServer:
+        self.server = LoopbackServer(self, self.host, self.port, self.ssl_context)
+        await self.server.start()
+        self.port = self.server.port
+        log.info("broker port listening on %s", self.ws_url)
+        return self
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.stop()
+            self.server = None
+        for t in list(self._tasks):
+            t.cancel()
+        for topic in list(self.topics.values()):
+            await topic.stop()
+        self.topics.clear()
+
+    async def __aenter__(self) -> BrokerServer:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def ws_url(self) -> str:
+        return f"{'wss' if self.ssl_context else 'ws'}://{self.host}:{self.port}{WS_PATH}"
+
+    @property
+    def http_url(self) -> str:
+        return f"{'https' if self.ssl_context else 'http'}://{self.host}:{self.port}"
+
+    def _spawn(self, coro: Any) -> None:
+        t = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+
+    # ------------------------------------------------------------ output, grouped per loop turn
+    def _queue(self, c: _Client, frame: bytes) -> None:
+        if not c.out:
+            self._dirty.append(c)
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                asyncio.get_running_loop().call_soon(self._flush)
+        c.out.append(frame)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        dirty, self._dirty = self._dirty, []
+        n = 0
+        for c in dirty:
+            out, c.out = c.out, []
+            conn = c.conn
+            if conn.closed:
+                continue
+            n += len(out)
+            conn.send_frame(out[0] if len(out) == 1 else b"".join(out))
+            if conn.buffered > self.max_buffer:
+                self._too_slow(c)
+        self.stats["deliveries"] += n
+
+    def _too_slow(self, c: _Client) -> None:
+        if self.slow_policy == "disconnect" or c.conn.buffered > 4 * self.max_buffer:
+            self.stats["slow_disconnects"] += 1
+            log.warning("disconnecting %s: connection_too_slow", c.conn.peer)
+            c.conn.close(1008, "connection_too_slow")
+            c.conn.closed = True  # nothing more is written to it
+        elif not c.lagging:
+            c.lagging = True
+
+    def _drained(self, c: _Client) -> bool:
+        """A lagging client resumes (and gets fresh snapshots) once its buffer is under half the limit."""
+        if c.conn.buffered > self.max_buffer // 2:
+            return False
+        c.lagging = False
+        return True
+
+    def _reply(self, c: _Client, payload: bytes) -> None:
+        self._queue(c, text_frame(payload))
+
+    # ------------------------------------------------------------ WsHandler
+    def ws_path_ok(self, path: str) -> bool:
+        return path.rstrip("/") == WS_PATH
+
+    def ws_open(self, conn: WsConnection) -> None:
+        c = _Client(conn, CreditPools())
+        conn.state = c
+        if len(self.clients) >= self.max_connections:
+            self.stats["refused"] += 1
+            conn.close(1013, "too_many_connections")
+            return
+        self.clients.add(c)
+
+    def ws_close(self, conn: WsConnection) -> None:
+        c: _Client | None = conn.state
+        if c is None or c not in self.clients:
+            return
+        self.clients.discard(c)
+        if c.hb is not None:
+            c.hb.cancel()
+        self._drop_subs(c, list(c.subs))
+
+    def ws_message(self, conn: WsConnection, data: bytes) -> None:
+        c: _Client = conn.state
+        if c not in self.clients:
+            return
+        us_in = jsonrpc.now_us()
+        self.stats["requests"] += 1
+        req_id: Any = None
+        try:
+            req = jsonrpc.parse_request(data)
+            req_id = req.id
+            if self.rate_limits and not c.pools.try_spend(req.method):
+                raise error_for_code(10028)
+            result = self._handle(c, req, us_in)
+            if result is not _ASYNC:
+                self._reply(c, jsonrpc.encode_result(req_id, result, us_in, self.testnet))
+            return
+        except DeribitError as exc:
+            err = exc
+            if req_id is None:
+                req_id = jsonrpc.request_id_of(exc)
+        self._error(c, req_id, err, us_in)
+
+    def _error(self, c: _Client, req_id: Any, err: DeribitError, us_in: int) -> None:
+        self.stats["errors"] += 1
+        self._reply(c, jsonrpc.encode_error(req_id, err, us_in, self.testnet))
+
+    # ------------------------------------------------------------ methods
+    def _handle(self, c: _Client, req: jsonrpc.Request, us_in: int) -> Any:
+        m, p = req.method, req.params
+        if m in ("public/subscribe", "private/subscribe"):
+            self._spawn(self._subscribe(c, req, us_in, m.startswith("private/")))
+            return _ASYNC
+        if m in ("public/unsubscribe", "private/unsubscribe"):
+            chans = _channels_param(p)
+            gone = [ch for ch in chans if ch in c.subs]
+            self._drop_subs(c, gone)
+            return gone
+        if m in ("public/unsubscribe_all", "private/unsubscribe_all"):
+            self._drop_subs(c, list(c.subs))
+            return "ok"
+        if m == "public/test":
+            c.awaiting_test = False
+            return {"version": API_VERSION}
+        if m == "public/hello":
+            return {"version": API_VERSION}
+        if m == "public/get_time":
+            return time.time_ns() // 1_000_000
+        if m == "public/set_heartbeat":
+            interval = p.get("interval")
+            if not isinstance(interval, int) or isinstance(interval, bool) or interval < self.min_heartbeat_interval:
+                raise invalid_params("interval", f"must be an integer >= {self.min_heartbeat_interval} seconds")
+            if c.hb is not None:
+                c.hb.cancel()
+            c.awaiting_test = False
+            c.hb = asyncio.get_running_loop().create_task(self._heartbeat(c, float(interval)))
+            return "ok"
+        if m == "public/disable_heartbeat":
+            if c.hb is not None:
+                c.hb.cancel()
+                c.hb = None
+            return "ok"
+        if m == "public/auth":
+            return self._auth(c, p)
+        if m == "public/get_order_book":
+            book = self._local_book(p)
+            if book is not None:
+                return book
+        if m in FORWARDED or m.startswith("private/"):
+            if m.startswith("private/"):
+                self._require_auth(c, p)
+            self._spawn(self._forward(c, req, us_in))
+            return _ASYNC
+        raise error_for_code(-32601)
+
+    def _require_auth(self, c: _Client, p: dict[str, Any]) -> None:
+        if self.token is None:
+            raise error_for_code(13009, data={"reason": "private methods are disabled on this broker"})
+        tok = p.get("access_token")
+        if not c.authed and not (isinstance(tok, str) and tok in self._tokens):
+            raise error_for_code(13009, data={"reason": "authentication required"})
+
+    def _auth(self, c: _Client, p: dict[str, Any]) -> Any:
+        if self.token is None:
+            raise error_for_code(13009, data={"reason": "private methods are disabled on this broker"})
+        grant = p.get("grant_type")
+        if grant == "client_credentials":
+            ok = p.get("client_id") == self.client_id and secrets.compare_digest(
+                str(p.get("client_secret", "")), self.token)
+        elif grant == "refresh_token":
+            ok = p.get("refresh_token") in self._tokens
+        else:
+            raise invalid_params("grant_type", "must be client_credentials or refresh_token")
+        if not ok:
+            raise error_for_code(13004, data={"reason": "invalid_credentials"})
+        access, refresh = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+        self._tokens.update((access, refresh))
+        c.authed = True
+        return {"access_token": access, "refresh_token": refresh, "expires_in": 31536000, "scope": "connection",
+                "token_type": "bearer", "enabled_features": []}
+
+    def _local_book(self, p: dict[str, Any]) -> dict[str, Any] | None:
+        inst = p.get("instrument_name")
+        live = self.broker.books.get(inst) if isinstance(inst, str) else None
+        if live is None or live.book.state != "live":
+            return None
+        depth = p.get("depth")
+        n = depth if isinstance(depth, int) and not isinstance(depth, bool) and depth > 0 else None
+        book = live.book
+        lv = book.snapshot_levels()
+        bids, asks = lv["bids"][:n], lv["asks"][:n]
+        return {"instrument_name": inst, "timestamp": book.last_update_ms, "change_id": book.change_id,
+                "state": "open", "bids": bids, "asks": asks,
+                "best_bid_price": bids[0][0] if bids else None, "best_bid_amount": bids[0][1] if bids else 0.0,
+                "best_ask_price": asks[0][0] if asks else None, "best_ask_amount": asks[0][1] if asks else 0.0}
+
+    async def _forward(self, c: _Client, req: jsonrpc.Request, us_in: int) -> None:
+        params = {k: v for k, v in req.params.items() if k != "access_token"}
+        try:
+            result = await self.broker.client.call(req.method, params)
+        except DeribitError as exc:
+            self._error(c, req.id, exc, us_in)
+            return
+        except (DeribitKitError, TimeoutError, OSError) as exc:
+            self._error(c, req.id, error_for_code(11094, data={"reason": f"upstream: {exc}"}), us_in)
+            return
+        self._reply(c, jsonrpc.encode_result(req.id, result, us_in, self.testnet))
+
+    async def _heartbeat(self, c: _Client, interval: float) -> None:
+        while not c.conn.closed:
+            await asyncio.sleep(interval)
+            if c.awaiting_test:
+                c.conn.close(1000, "heartbeat timeout")
+                return
+            c.awaiting_test = True
+            self._reply(c, jsonrpc.TEST_REQUEST)
+
+    # ------------------------------------------------------------ subscriptions
+    async def _subscribe(self, c: _Client, req: jsonrpc.Request, us_in: int, private: bool) -> None:
+        try:
+            chans = _channels_param(req.params)
+            if private:
+                self._require_auth(c, req.params)
+            wanted: list[str] = []
+            for name in chans:
+                try:
+                    info = parse_channel(name)
+                except ChannelError:
+                    continue  # Deribit leaves unknown channels out of the result
+                if info.private and not private:
+                    if not c.authed and self.token is None:
+                        raise error_for_code(13009, data={"reason": "private channels are disabled on this broker"})
+                    continue
+                wanted.append(name)
+            new = [ch for ch in dict.fromkeys(wanted) if ch not in c.subs]
+            if len(c.subs) + len(new) > self.max_channels:
+                raise invalid_params("channels", f"too many channels for one connection (max {self.max_channels})")
+        except DeribitError as exc:
+            self._error(c, req.id, exc, us_in)
+            return
+        c.subs.update(new)
+        topics: list[_Topic] = []
+        for ch in new:
+            topic = self.topics.get(ch)
+            if topic is None:
+                topic = self.topics[ch] = _Topic(self, ch)
+                self._spawn(topic.start())
+            topic.clients.add(c)
+            topics.append(topic)
+        results = await asyncio.gather(*(asyncio.shield(t.started) for t in topics), return_exceptions=True)
+        if c.conn.closed or c not in self.clients:
+            return
+        accepted = [ch for ch in wanted if ch in c.subs]
+        for topic, res in zip(topics, results, strict=True):
+            if isinstance(res, BaseException):
+                accepted.remove(topic.name)
+                self._drop_subs(c, [topic.name])
+        self._reply(c, jsonrpc.encode_result(req.id, accepted, us_in, self.testnet))
+        for topic in topics:
+            if topic.name in c.subs:
+                topic.ready.add(c)
+                if topic.is_book:
+                    topic.send_snapshot(c)
+
+    def _drop_subs(self, c: _Client, names: list[str]) -> None:
+        for name in names:
+            c.subs.discard(name)
+            c.sent.pop(name, None)
+            topic = self.topics.get(name)
+            if topic is None:
+                continue
+            topic.clients.discard(c)
+            topic.ready.discard(c)
+            if not topic.clients:
+                del self.topics[name]
+                self._spawn(_stop_after_start(topic))
+
+    # ------------------------------------------------------------ HTTP: health and metrics
+    def metrics(self) -> dict[str, Any]:
+        t = self.broker.client._transport
+        now = time.monotonic()
+        return {
+            "status": "ok", "upstream": getattr(t, "state", "none"), "clients": len(self.clients),
+            "channels": len(self.topics), **self.stats,
+            "per_client": [{"peer": c.conn.peer, "channels": len(c.subs), "buffered": c.conn.buffered,
+                            "drops": c.drops, "lagging": c.lagging, "snapshots": c.snapshots,
+                            "age_s": round(now - c.since, 3)} for c in self.clients],
+        }
+
+    def prometheus(self) -> str:
+        m = self.metrics()
+        lines = [
+            "# HELP deribit_kit_port_clients connected external clients", "# TYPE deribit_kit_port_clients gauge",
+            f"deribit_kit_port_clients {m['clients']}",
+            "# HELP deribit_kit_port_channels channels served", "# TYPE deribit_kit_port_channels gauge",
+            f"deribit_kit_port_channels {m['channels']}",
+            "# HELP deribit_kit_port_upstream_up 1 when the upstream is open",
+            "# TYPE deribit_kit_port_upstream_up gauge", f"deribit_kit_port_upstream_up {int(m['upstream'] == 'open')}",
+        ]
+        for key in ("requests", "errors", "refused", "slow_disconnects", "deliveries"):
+            lines += [f"# TYPE deribit_kit_port_{key}_total counter", f"deribit_kit_port_{key}_total {m[key]}"]
+        for key, kind in (("buffered", "gauge"), ("drops", "counter"), ("lagging", "gauge")):
+            name = f"deribit_kit_port_client_{key}" + ("_total" if kind == "counter" else "")
+            lines.append(f"# TYPE {name} {kind}")
+            lines += [f'{name}{{peer="{pc["peer"]}"}} {int(pc[key])}' for pc in m["per_client"]]
+        return "\n".join(lines) + "\n" + self.broker.prometheus()
+
+    async def http(self, request: HttpRequest) -> HttpResponse:
+        if request.path == "/healthz":
+            m = self.metrics()
+            del m["per_client"]
+            return HttpResponse(200, jsonrpc.dumps(m))
+        if request.path == "/metrics":
+            return HttpResponse(200, self.prometheus().encode(), "text/plain; version=0.0.4")
+        return HttpResponse(404, jsonrpc.dumps({"error": f"no endpoint at {request.path}"}))
+
+
+class _Async:
+    pass
+
+
+_ASYNC: Any = _Async()
+
+
+def _channels_param(p: dict[str, Any]) -> list[str]:
+    chans = p.get("channels")
+    if not isinstance(chans, list) or not all(isinstance(ch, str) for ch in chans):
+        raise invalid_params("channels", "must be an array of strings")
+    return chans
+
+
+async def _stop_after_start(topic: _Topic) -> None:
+    try:
+        await asyncio.shield(topic.started)
+    except BaseException:  # a failed start has already cleaned up
+        return
+    await topic.stop()
