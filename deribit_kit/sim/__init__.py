@@ -6,6 +6,7 @@
 """
 
 from . import control as _control  # noqa: F401  (registers the sim/* methods)
+from . import trading as _trading  # noqa: F401  (registers the trading and account methods)
 from .server import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, Faults, Session, Simulator
 
 __all__ = ["DEMO_CLIENT_ID", "DEMO_CLIENT_SECRET", "Faults", "Session", "Simulator"]

@@ -66,6 +66,12 @@ def _storm(sim: Simulator, s: Session, p: dict[str, Any]) -> Any:
     return "ok"
 
 
+@method("sim/inject_frame", P("payload", "str", True))
+def _inject(sim: Simulator, s: Session, p: dict[str, Any]) -> Any:
+    _guard(sim)
+    return sim.faults.inject_frame(p["payload"].encode())
+
+
 @method("sim/step", P("count", "int", default=1))
 def _step(sim: Simulator, s: Session, p: dict[str, Any]) -> Any:
     _guard(sim)

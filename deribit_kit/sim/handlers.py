@@ -151,9 +151,13 @@ def _get_contract_size(sim: Simulator, s: Session, p: dict[str, Any]) -> Any:
     return {"contract_size": instrument(sim, p["instrument_name"]).info["contract_size"]}
 
 
-@method("public/get_index_price_names")
+@method("public/get_index_price_names", P("extended", "bool", default=False))
 def _get_index_price_names(sim: Simulator, s: Session, p: dict[str, Any]) -> Any:
-    return sim.market.index_names()
+    names = sim.market.index_names()
+    if p["extended"]:
+        return [{"name": n, "future_combo_creation_enabled": False, "option_combo_creation_enabled": False}
+                for n in names]
+    return names
 
 
 @method("public/get_index_price", P("index_name", "str", True))
@@ -197,6 +201,9 @@ _TRADE_PARAMS = (P("start_seq", "int"), P("end_seq", "int"), P("start_timestamp"
 
 
 def _trades_page(trades: list[dict[str, Any]], p: dict[str, Any], seq_key: str = "trade_seq") -> dict[str, Any]:
+    """One page of ``trades`` (oldest first) as Deribit pages them: from the start of the window
+    when a start (``start_seq``/``start_id``/``start_timestamp``) is given, else the newest ones;
+    ``default`` sorting is then oldest first, or newest first."""
     count = p["count"]
     if not 1 <= count <= 10_000:
         raise invalid_params("count", "must be between 1 and 10000")
@@ -207,7 +214,10 @@ def _trades_page(trades: list[dict[str, Any]], p: dict[str, Any], seq_key: str =
         and (p.get("start_timestamp") is None or t["timestamp"] >= p["start_timestamp"])
         and (p.get("end_timestamp") is None or t["timestamp"] <= p["end_timestamp"])
     ]
-    page = sel[:count] if p["sorting"] == "asc" else sel[-count:][::-1]
+    from_start = any(p.get(k) is not None for k in ("start_seq", "start_id", "start_timestamp"))
+    page = sel[:count] if from_start else sel[-count:]
+    if p["sorting"] == "desc" or (p["sorting"] == "default" and not from_start):
+        page = page[::-1]
     return {"trades": page, "has_more": len(sel) > count}
 
 
@@ -223,13 +233,28 @@ def _last_trades_time(sim: Simulator, s: Session, p: dict[str, Any]) -> Any:
     return _trades_page(list(instrument(sim, p["instrument_name"]).trades), p)
 
 
+def _trade_id_key(trade_id: str) -> int:
+    """Order of a trade id: ``"300000123"`` or ``"ETH-15"`` -> its number."""
+    return int(trade_id.rsplit("-", 1)[-1])
+
+
 @method("public/get_last_trades_by_currency", P("currency", "str", True, CURRENCY_ENUM[:-1]),
-        P("kind", "str", enum=(*KIND_ENUM, "any")), *_TRADE_PARAMS)
+        P("kind", "str", enum=(*KIND_ENUM, "combo", "any")), P("start_id", "str"), P("end_id", "str"),
+        *(q for q in _TRADE_PARAMS if q.name not in ("start_seq", "end_seq")))
 def _last_trades_currency(sim: Simulator, s: Session, p: dict[str, Any]) -> Any:
+    # Deribit pages this one by trade id (``start_id``/``end_id``), not by per-instrument ``trade_seq``
     kind = p.get("kind")
-    insts = sim.market.find(p["currency"], None if kind in (None, "any") else kind)
-    trades = sorted((t for i in insts for t in i.trades), key=lambda t: (t["timestamp"], int(t["trade_id"])))
-    p = {**p, "start_seq": None, "end_seq": None}
+    insts = sim.market.find(p["currency"], None if kind in (None, "any", "combo") else kind)
+    if kind == "combo":
+        insts = [i for i in insts if i.kind.endswith("_combo")]
+    try:
+        lo = None if p.get("start_id") is None else _trade_id_key(p["start_id"])
+        hi = None if p.get("end_id") is None else _trade_id_key(p["end_id"])
+    except ValueError:
+        raise invalid_params("start_id" if "start_id" in p else "end_id", "not a trade id") from None
+    trades = sorted((t for i in insts for t in i.trades), key=lambda t: (t["timestamp"], _trade_id_key(t["trade_id"])))
+    trades = [t for t in trades if (lo is None or _trade_id_key(t["trade_id"]) >= lo)
+              and (hi is None or _trade_id_key(t["trade_id"]) <= hi)]
     return _trades_page(trades, p)
 
 

@@ -39,16 +39,16 @@ UNDERLYINGS: tuple[Underlying, ...] = (
 )
 
 CURRENCIES: tuple[dict[str, Any], ...] = (
-    {"currency": "BTC", "currency_long": "Bitcoin", "coin_type": "BITCOIN", "withdrawal_fee": 0.0001,
+    {"currency": "BTC", "currency_long": "Bitcoin", "coin_type": "BTC", "withdrawal_fee": 0.0001,
      "min_withdrawal_fee": 0.0001, "min_confirmations": 1, "fee_precision": 4, "in_cross_collateral_pool": True,
      "withdrawal_priorities": [{"name": "low", "value": 0.0}, {"name": "high", "value": 1.0}], "apr": 0.0},
-    {"currency": "ETH", "currency_long": "Ethereum", "coin_type": "ETHER", "withdrawal_fee": 0.0006,
+    {"currency": "ETH", "currency_long": "Ethereum", "coin_type": "ETH", "withdrawal_fee": 0.0006,
      "min_withdrawal_fee": 0.0001, "min_confirmations": 1, "fee_precision": 4, "in_cross_collateral_pool": True,
      "withdrawal_priorities": [], "apr": 0.0},
-    {"currency": "USDC", "currency_long": "USD Coin", "coin_type": "ETHER", "withdrawal_fee": 1.0,
+    {"currency": "USDC", "currency_long": "USD Coin", "coin_type": "USDC", "withdrawal_fee": 1.0,
      "min_withdrawal_fee": 1.0, "min_confirmations": 1, "fee_precision": 4, "in_cross_collateral_pool": True,
      "withdrawal_priorities": [], "apr": 0.0},
-    {"currency": "USDT", "currency_long": "Tether USD", "coin_type": "ETHER", "withdrawal_fee": 1.0,
+    {"currency": "USDT", "currency_long": "Tether USD", "coin_type": "USDT", "withdrawal_fee": 1.0,
      "min_withdrawal_fee": 1.0, "min_confirmations": 1, "fee_precision": 4, "in_cross_collateral_pool": False,
      "withdrawal_priorities": [], "apr": 0.0},
     {"currency": "SOL", "currency_long": "Solana", "coin_type": "SOL", "withdrawal_fee": 0.01,

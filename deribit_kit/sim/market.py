@@ -345,7 +345,8 @@ class Market:
             for p in target:
                 old = mm.get(p)
                 if old is None or fresh or rng.random() < 0.15:
-                    size = unit * max(1, int(rng.lognormvariate(2.5 if u.inverse else 3.0, 0.9)))
+                    # rounded: whole lots of ``unit`` without binary noise (0.1 * 6 = 0.6000000000000001)
+                    size = round(unit * max(1, int(rng.lognormvariate(2.5 if u.inverse else 3.0, 0.9))), 8)
                     if old is None or abs(size - old) > 1e-12:
                         book.set_mm(side, p, size)
 
@@ -388,8 +389,8 @@ class Market:
         unit = float(inst.info["min_trade_amount"])
         if avail < unit:
             return None
-        amount = min(avail, unit * max(1, int(rng.expovariate(0.3))))
-        inst.book.set_mm(side_hit, best, avail - amount)
+        amount = min(avail, round(unit * max(1, int(rng.expovariate(0.3))), 8))
+        inst.book.set_mm(side_hit, best, round(avail - amount, 8))
         return self.record_trade(inst, best, amount, "buy" if side_hit == ASK else "sell", now)
 
     def record_trade(self, inst: Instrument, price: float, amount: float, direction: str, now: int) -> dict[str, Any]:
@@ -483,6 +484,7 @@ class Market:
     def order_book(self, inst: Instrument, depth: int | None) -> dict[str, Any]:
         """``public/get_order_book`` for ``inst``."""
         out = self.ticker(inst)
+        out.pop("interest_value", None)  # a ticker field; the order book has none (spec, real captures)
         out["change_id"] = inst.book.change_id
         out["bids"] = inst.book.sorted_side(BID, depth)
         out["asks"] = inst.book.sorted_side(ASK, depth)

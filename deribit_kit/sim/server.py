@@ -17,7 +17,7 @@ import asyncio
 import logging
 import os
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +28,9 @@ from ..wire.channels import Channel, parse_channel
 from ..wire.credits import CreditPools
 from . import handlers
 from .accounts import Account, Accounts
+from .instruments import CURRENCIES
 from .market import ASK, BID, Instrument, Market, StepResult
+from .trading import Trading
 
 log = logging.getLogger("deribit_kit.sim")
 
@@ -110,8 +112,9 @@ class Session:
         """The authenticated account, or 13009."""
         if isinstance(access_token, str) and access_token:
             account = self.sim.accounts.check_token(access_token)
+            self.account = account  # an HTTP session lives for one request: keep it for the handler
             if self.conn is not None:
-                self.account, self.token = account, access_token
+                self.token = access_token
             return account
         if self.account is None:
             raise error_for_code(13009, data={"reason": "authentication required"})
@@ -201,6 +204,12 @@ class Simulator:
         self.stats = {"notifications": 0, "requests": 0, "errors": 0, "slow_disconnects": 0}
         self.step_listeners: list[Callable[[StepResult], None]] = []
         self.session_closed_listeners: list[Callable[[Session], None]] = []
+        self.trading = Trading(self)  # orders, matching, accounts' ledgers, private channels
+
+    def fund(self, account: Account | str, currency: str, amount: float) -> float:
+        """Credit (or debit, with a negative ``amount``) an account (or a client_id's); the new balance."""
+        acct = self.accounts.by_client_id[account] if isinstance(account, str) else account
+        return self.trading.engine.fund(acct, currency, amount)
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> Simulator:
@@ -274,9 +283,13 @@ class Simulator:
     # ------------------------------------------------------------ subscriptions
     def channel_exists(self, ch: Channel) -> bool:
         if ch.instrument is not None:
-            return self.market.get(ch.instrument) is not None
+            inst = self.market.get(ch.instrument)
+            # perpetual.{instrument}.{interval} exists for perpetuals only
+            return inst is not None and (ch.family != "perpetual" or inst.perpetual)
         if ch.family == "price_index":
             return ch.index_name in self.market.index_names()
+        if ch.user and ch.currency is not None:
+            return ch.currency.upper() in _USER_CURRENCIES
         return True
 
     def add_subscription(self, s: Session, ch: Channel) -> bool:
@@ -291,6 +304,9 @@ class Simulator:
         pending, s._pending = s._pending, []
         for ch in pending:
             if ch.name not in s.subscriptions or s.conn is None:
+                continue
+            if ch.user:  # the account's own data: registered per account, never shared by name
+                self.trading.subscribe(s, ch)
                 continue
             self.subs.setdefault(ch.name, set()).add(s)
             if ch.instrument is not None:
@@ -307,6 +323,9 @@ class Simulator:
 
     def remove_subscription(self, s: Session, name: str) -> None:
         s.subscriptions.discard(name)
+        if name.startswith("user."):
+            self.trading.unsubscribe(s, name)
+            return
         subs = self.subs.get(name)
         if subs is None:
             return
@@ -326,13 +345,26 @@ class Simulator:
 
     def subscriber_count(self, channel: str) -> int:
         """How many connections receive ``channel`` (tests use it to check sharing upstream)."""
+        if channel.startswith("user."):
+            return self.trading.subscriber_count(channel)
         return len(self.subs.get(channel, ()))
 
     # ------------------------------------------------------------ publishing
     def _send(self, channel: str, data: Any) -> None:
         subs = self.subs.get(channel)
-        if not subs:
-            return
+        if subs:
+            self.send_to(subs, channel, data)
+
+    def publish_user(self, account: Account, channel: str, data: Any) -> None:
+        """Send ``data`` on the private ``channel`` to ``account``'s connections subscribed to it
+        (another account subscribed to the same channel name receives nothing)."""
+        subs = self.trading.sessions(account, channel)
+        if subs:
+            self.send_to(subs, channel, data)
+
+    def send_to(self, subs: Iterable[Session], channel: str, data: Any) -> None:
+        """Send one notification to ``subs`` (encoded once); cut off connections that lag too far."""
+        subs = list(subs)
         frame = text_frame(jsonrpc.encode_notification(channel, data))
         limit = self.max_send_buffer
         for s in subs:
@@ -360,43 +392,62 @@ class Simulator:
             inst = market.get(name)
             if inst is None:
                 continue
-            change = changes.get(name)
-            if change is not None and name in self.faults.skip:
-                self.faults.skip.discard(name)
-                change = None  # withheld: subscribers see a change_id gap on the next one
-            traded = trades.get(name)
-            ticker: dict[str, Any] | None = None
-            for ch in list(chans):
-                fam = ch.family
-                if fam == "book":
-                    if change is not None:
-                        self._send(ch.name, change)
-                elif fam == "ticker" or fam == "incremental_ticker":
-                    if ticker is None:
-                        ticker = market.ticker(inst, ts)
-                    self._send(ch.name, ticker)
-                elif fam == "trades":
-                    if traded:
-                        self._send(ch.name, traded)
-                elif fam == "book_grouped":
-                    if change is not None:
-                        self._send(ch.name, market.grouped_book(inst, ch.group or "none", ch.depth or 10))
-                elif fam == "quote":
-                    if change is not None:
-                        self._send(ch.name, _quote(inst, ts))
-                elif fam == "perpetual" and inst.perpetual:
-                    self._send(ch.name, {"index_price": round(market.index[inst.coin], 4),
-                                         "interest": round(market.premium[inst.coin] / 3, 8), "timestamp": ts})
-        for ch in list(self.kind_channels):
-            batch = [t for inst, ts_ in result.trades for t in ts_
-                     if (ch.kind == "any" or inst.kind == ch.kind)
-                     and (ch.currency in ("any", inst.coin, inst.info.get("settlement_currency")))]
-            if batch:
-                self._send(ch.name, batch)
+            self._publish_instrument(inst, chans, changes.get(name), trades.get(name), ts, ticker=True)
+        self._publish_kind_trades(result.trades)
         for ch in list(self.index_channels):
             price = market.index_price(ch.index_name or "")
             if price is not None:
                 self._send(ch.name, {"index_name": ch.index_name, "price": round(price, 4), "timestamp": ts})
+
+    def publish_instrument(self, inst: Instrument, trades: list[dict[str, Any]]) -> None:
+        """Publish at once what orders and trades did to ``inst``: its book change (flushed now, so
+        ``change_id`` stays chained) and its new public trades, without waiting for the next tick."""
+        ts = max(self.market.now_ms(), self.market.last_step_ms)
+        change = inst.book.flush(ts, inst.name)
+        chans = self.by_instrument.get(inst.name)
+        if chans:
+            self._publish_instrument(inst, chans, change, trades or None, ts, ticker=False)
+        if trades:
+            self._publish_kind_trades([(inst, trades)])
+
+    def _publish_instrument(self, inst: Instrument, chans: set[Channel], change: dict[str, Any] | None,
+                            traded: list[dict[str, Any]] | None, ts: int, *, ticker: bool) -> None:
+        market = self.market
+        name = inst.name
+        if change is not None and name in self.faults.skip:
+            self.faults.skip.discard(name)
+            change = None  # withheld: subscribers see a change_id gap on the next one
+        tick: dict[str, Any] | None = None
+        for ch in list(chans):
+            fam = ch.family
+            if fam == "book":
+                if change is not None:
+                    self._send(ch.name, change)
+            elif fam == "ticker" or fam == "incremental_ticker":
+                if ticker:
+                    if tick is None:
+                        tick = market.ticker(inst, ts)
+                    self._send(ch.name, tick)
+            elif fam == "trades":
+                if traded:
+                    self._send(ch.name, traded)
+            elif fam == "book_grouped":
+                if change is not None:
+                    self._send(ch.name, market.grouped_book(inst, ch.group or "none", ch.depth or 10))
+            elif fam == "quote":
+                if change is not None:
+                    self._send(ch.name, _quote(inst, ts))
+            elif fam == "perpetual" and inst.perpetual and ticker:
+                self._send(ch.name, {"index_price": round(market.index[inst.coin], 4),
+                                     "interest": round(market.premium[inst.coin] / 3, 8), "timestamp": ts})
+
+    def _publish_kind_trades(self, trades: list[tuple[Instrument, list[dict[str, Any]]]]) -> None:
+        for ch in list(self.kind_channels):
+            batch = [t for inst, ts_ in trades for t in ts_
+                     if (ch.kind == "any" or inst.kind == ch.kind)
+                     and (ch.currency in ("any", inst.coin, inst.info.get("settlement_currency")))]
+            if batch:
+                self._send(ch.name, batch)
 
     # ------------------------------------------------------------ WebSocket (WsHandler)
     def ws_path_ok(self, path: str) -> bool:
@@ -498,6 +549,9 @@ class Simulator:
         body, err = self.handle(s, b"", with_id=with_id, request=req)
         status = 200 if err is None else 401 if err.code == 13009 else 400
         return HttpResponse(status, body)
+
+
+_USER_CURRENCIES = frozenset({str(c["currency"]) for c in CURRENCIES} | {"EURR", "ANY"})
 
 
 def _quote(inst: Instrument, ts: int) -> dict[str, Any]:
