@@ -28,18 +28,24 @@ from .config import Settings
 from .errors import DeribitError, DeribitKitError, SubscriptionError, TransportError, ValidationError
 from .events import Event
 from .models import (
+    AccountSummary,
     AuthResult,
     BookSummary,
     Currency,
     FrameList,
     IndexPrice,
     Instrument,
+    Order,
     OrderBookSnapshot,
+    OrderResult,
+    Position,
     PublicTrade,
     Ticker,
+    UserTrade,
     convert,
     convert_list,
 )
+from .orders import PlacedOrder, order_params, place
 from .transport.http import HttpTransport
 from .transport.ws import WsTransport
 from .wire import auth as wire_auth
@@ -47,6 +53,7 @@ from .wire.channels import ChannelError, parse_channel
 
 if TYPE_CHECKING:
     from .broker import Broker, LiveBook
+    from .portfolio import Portfolio
     from .sim import Simulator
 
 log = logging.getLogger("deribit_kit.client")
@@ -164,6 +171,7 @@ class Deribit:
         self._refresh_task: asyncio.Task[None] | None = None
         self._instruments: dict[str, Instrument] = {}
         self._broker: Broker | None = None  # created by order_book(live=True)
+        self._portfolio: Portfolio | None = None  # created by portfolio()
         self.connected = Event("connected")
         self.disconnected = Event("disconnected")
         self.reconnected = Event("reconnected")  # after re-auth and every subscription restored
@@ -437,6 +445,106 @@ class Deribit:
             params["kind"] = kind
         return convert_list(await self.call("public/get_book_summary_by_currency", params), BookSummary)
 
+    # ------------------------------------------------------------ trading (rules in orders.py)
+    async def buy(self, instrument: str, amount: float | None = None, price: float | None = None, *,
+                  type: str = "limit", label: str | None = None, time_in_force: str = "good_til_cancelled",
+                  post_only: bool = False, reject_post_only: bool = False, reduce_only: bool = False,
+                  trigger_price: float | None = None, trigger: str | None = None, contracts: float | None = None,
+                  strict: bool = True, **extra: Any) -> PlacedOrder:
+        """Buy ``amount`` (USD for inverse futures, coin otherwise) or ``contracts``; checked before
+        sending (see :mod:`deribit_kit.orders`), labelled, and reconciled by label after a drop."""
+        inst = await self.instrument(instrument)
+        params = order_params(inst, amount, price, type=type, label=label, time_in_force=time_in_force,
+                              post_only=post_only, reject_post_only=reject_post_only, reduce_only=reduce_only,
+                              trigger_price=trigger_price, trigger=trigger, contracts=contracts, strict=strict,
+                              **extra)
+        return await place(self, "buy", params)
+
+    async def sell(self, instrument: str, amount: float | None = None, price: float | None = None, *,
+                   type: str = "limit", label: str | None = None, time_in_force: str = "good_til_cancelled",
+                   post_only: bool = False, reject_post_only: bool = False, reduce_only: bool = False,
+                   trigger_price: float | None = None, trigger: str | None = None, contracts: float | None = None,
+                   strict: bool = True, **extra: Any) -> PlacedOrder:
+        """Sell; the same rules as :meth:`buy`."""
+        inst = await self.instrument(instrument)
+        params = order_params(inst, amount, price, type=type, label=label, time_in_force=time_in_force,
+                              post_only=post_only, reject_post_only=reject_post_only, reduce_only=reduce_only,
+                              trigger_price=trigger_price, trigger=trigger, contracts=contracts, strict=strict,
+                              **extra)
+        return await place(self, "sell", params)
+
+    async def edit(self, order_id: str, amount: float | None, price: float | None, *, instrument: str | None = None,
+                   strict: bool = True, **kw: Any) -> OrderResult:
+        """``private/edit``: new amount and/or price, checked against the order's instrument."""
+        from .orders import check_amount, check_price
+
+        name = instrument or (await self.order_state(order_id)).instrument_name
+        inst = await self.instrument(name)
+        params: dict[str, Any] = {"order_id": order_id, **{k: v for k, v in kw.items() if v is not None}}
+        if amount is not None:
+            params["amount"] = check_amount(inst, amount)
+        if price is not None:
+            params["price"] = check_price(inst, price, strict=strict)
+        return convert(await self.call("private/edit", params), OrderResult)
+
+    async def cancel(self, order_id: str) -> Order:
+        return convert(await self.call("private/cancel", order_id=order_id), Order)
+
+    async def cancel_all(self, *, instrument: str | None = None, currency: str | None = None, kind: str | None = None,
+                         label: str | None = None) -> int:
+        """Cancel open orders (all, or of an instrument, a currency [+ kind], or a label); the count."""
+        if label is not None:
+            return int(await self.call("private/cancel_by_label", _opt(label=label, currency=currency)))
+        if instrument is not None:
+            return int(await self.call("private/cancel_all_by_instrument", instrument_name=instrument))
+        if currency is not None:
+            return int(await self.call("private/cancel_all_by_currency", _opt(currency=currency, kind=kind)))
+        if kind is not None:
+            return int(await self.call("private/cancel_all_by_kind_or_type", currency="any", kind=kind))
+        return int(await self.call("private/cancel_all"))
+
+    async def open_orders(self, instrument: str | None = None, currency: str | None = None,
+                          kind: str | None = None) -> FrameList[Order]:
+        if instrument is not None:
+            raw = await self.call("private/get_open_orders_by_instrument", instrument_name=instrument)
+        elif currency is not None:
+            raw = await self.call("private/get_open_orders_by_currency", _opt(currency=currency, kind=kind))
+        else:
+            raw = await self.call("private/get_open_orders", _opt(kind=kind))
+        return convert_list(raw, Order)
+
+    async def order_state(self, order_id: str) -> Order:
+        return convert(await self.call("private/get_order_state", order_id=order_id), Order)
+
+    async def positions(self, currency: str = "any", kind: str | None = None) -> FrameList[Position]:
+        return convert_list(await self.call("private/get_positions", _opt(currency=currency, kind=kind)), Position)
+
+    async def account_summary(self, currency: str) -> AccountSummary:
+        return convert(await self.call("private/get_account_summary", currency=currency), AccountSummary)
+
+    async def user_trades(self, instrument: str, count: int = 100, *, sorting: str = "desc") -> FrameList[UserTrade]:
+        page = await self.call("private/get_user_trades_by_instrument", instrument_name=instrument, count=count,
+                               sorting=sorting)
+        return convert_list(page["trades"], UserTrade)
+
+    async def close_position(self, instrument: str, type: str = "market", price: float | None = None, *,
+                             strict: bool = True) -> OrderResult:
+        params: dict[str, Any] = {"instrument_name": instrument, "type": type}
+        if price is not None:
+            from .orders import check_price
+
+            params["price"] = check_price(await self.instrument(instrument), price, strict=strict)
+        return convert(await self.call("private/close_position", params), OrderResult)
+
+    async def portfolio(self) -> Portfolio:
+        """The account's live :class:`~deribit_kit.portfolio.Portfolio` (started on first use)."""
+        if self._portfolio is None:
+            from .portfolio import Portfolio
+
+            self._portfolio = Portfolio(self)
+        await self._portfolio.start()
+        return self._portfolio
+
     # ------------------------------------------------------------ subscriptions
     def subscribe(self, *channels: str, callback: Callable[[Notification], Any] | None = None,
                   maxsize: int = 10_000) -> Subscription:
@@ -529,6 +637,11 @@ class Deribit:
     def channels(self) -> list[str]:
         """Channels currently subscribed upstream."""
         return sorted(self._listeners)
+
+
+def _opt(**params: Any) -> dict[str, Any]:
+    """Params without the ``None`` ones."""
+    return {k: v for k, v in params.items() if v is not None}
 
 
 def _version() -> str:

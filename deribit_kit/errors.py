@@ -301,6 +301,8 @@ _CLASS_BY_CODE: dict[int, type[DeribitError]] = {
     13028: ExchangeUnavailableError,
     13503: ExchangeUnavailableError,
     11052: SubscriptionError,
+    11094: ExchangeUnavailableError,
+    10030: InvalidRequestError,
     13017: SubscriptionError,
 }
 

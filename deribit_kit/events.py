@@ -48,6 +48,10 @@ class Event:
     def __len__(self) -> int:
         return len(self._handlers)
 
+    def __bool__(self) -> bool:
+        """True when anyone listens: a handler, or a coroutine in :meth:`wait`."""
+        return bool(self._handlers or self._waiters)
+
     def emit(self, *args: Any) -> None:
         for handler in list(self._handlers):
             try:

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 import websockets
@@ -40,8 +41,16 @@ class RawPeer:
     async def _read(self) -> None:
         try:
             async for frame in self.ws:
-                msg = orjson.loads(frame)
-                if "id" in msg and msg["id"] in self.replies:
+                try:
+                    msg = orjson.loads(frame)
+                except orjson.JSONDecodeError:  # injected garbage: keep it for the test to see
+                    self.other.put_nowait({"unparsable": frame})
+                    continue
+                if not isinstance(msg, dict):
+                    self.other.put_nowait({"unparsable": frame})
+                    continue
+                rid = msg.get("id")
+                if not isinstance(rid, dict | list) and rid in self.replies:
                     self.replies.pop(msg["id"]).set_result(msg)
                 elif msg.get("method") == "subscription":
                     self.notifications.put_nowait(msg["params"])
@@ -96,3 +105,25 @@ async def peer(sim: Simulator) -> AsyncIterator[RawPeer]:
 
 async def connect_peer(url: str) -> RawPeer:
     return RawPeer(await websockets.connect(url, max_size=2**24))
+
+
+@pytest.fixture
+async def peer2(sim: Simulator) -> AsyncIterator[RawPeer]:
+    """A second raw WebSocket connection to the ``sim`` fixture (to show another one is unaffected)."""
+    p = await connect_peer(sim.ws_url)
+    yield p
+    await p.close()
+
+
+@pytest.fixture
+async def sim_http(sim: Simulator) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for the ``sim`` fixture (``base_url`` = its ``http_url``)."""
+    async with httpx.AsyncClient(base_url=sim.http_url, timeout=5.0) as client:
+        yield client
+
+
+async def authenticate(p: RawPeer, sim: Simulator) -> dict[str, Any]:
+    """``public/auth`` with the exchange's demo key (client_credentials); returns the result."""
+    acct = sim.demo_account
+    return await p.result("public/auth", {"grant_type": "client_credentials", "client_id": acct.client_id,
+                                          "client_secret": acct.client_secret})

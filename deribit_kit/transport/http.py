@@ -15,9 +15,18 @@ from typing import Any
 import httpx
 import orjson
 
-from ..errors import ConnectError, DeribitError, ProtocolError, RateLimitError, RequestTimeout, TransportError
+from ..errors import (
+    ConnectError,
+    DeribitError,
+    ProtocolError,
+    RateLimitError,
+    RequestTimeout,
+    TransportError,
+    error_for_code,
+)
 from ..wire.auth import http_signature_header, redact
 from ..wire.credits import CreditPools
+from .pacing import ClientCredits
 
 log = logging.getLogger("deribit_kit.transport.http")
 
@@ -33,7 +42,7 @@ class HttpTransport:
         self._client_secret = client_secret
         self.request_timeout = request_timeout
         self.rate_limit_retries = rate_limit_retries
-        self.credits: CreditPools | None = CreditPools() if client_rate_limit else None
+        self.credits: CreditPools | None = ClientCredits() if client_rate_limit else None
         self._http = httpx.AsyncClient(base_url=self.base_url, timeout=request_timeout, verify=verify)
         self._ids = itertools.count(1)
         self.stats = {"requests": 0, "rate_limited": 0}
@@ -64,16 +73,18 @@ class HttpTransport:
 
     async def _request_once(self, method: str, params: dict[str, Any], deadline: float) -> Any:
         if self.credits is not None:
-            wait = self.credits.wait_time(method)
-            if wait > 0:
+            # loop: concurrent callers wake together and only some of them find credits
+            while not self.credits.try_spend(method):
+                wait = self.credits.wait_time(method)
+                if time.monotonic() + wait >= deadline:
+                    raise RequestTimeout("rate limit pacing would exceed the timeout", method=method)
                 await asyncio.sleep(wait)
-            self.credits.try_spend(method)
         path = f"/api/v2/{method}"
         body = orjson.dumps({"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params})
         headers = {"content-type": "application/json"}
         if method.startswith("private/"):
             if not (self._client_id and self._client_secret):
-                raise DeribitError(13009, "unauthorized", {"reason": "no API key configured"}, method=method)
+                raise error_for_code(13009, data={"reason": "no API key configured"}, method=method)
             headers["authorization"] = http_signature_header(self._client_id, self._client_secret, "POST", path, body)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("> POST %s %s", method, orjson.dumps(redact(params)).decode())

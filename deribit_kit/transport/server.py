@@ -24,6 +24,8 @@ from websockets.http11 import Request as WsRequest
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
+from .wslog import websockets_logger
+
 log = logging.getLogger("deribit_kit.transport.server")
 
 MAX_FRAME_BYTES = 1 << 20
@@ -196,7 +198,7 @@ class _Conn(asyncio.Protocol):
     # ---- WebSocket
     def _ws_start(self, raw: bytes) -> None:
         assert self.transport is not None
-        ws = ServerProtocol(max_size=MAX_FRAME_BYTES)
+        ws = ServerProtocol(max_size=MAX_FRAME_BYTES, logger=websockets_logger("server"))
         self.ws = ws
         ws.receive_data(raw)
         events = ws.events_received()
@@ -326,8 +328,12 @@ class _Conn(asyncio.Protocol):
             transport.close()
             return
         if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
-            conn.start_next_cycle()
-            self._http_events()
+            # Back to sniffing: the next request on this keep-alive connection may be a WebSocket
+            # upgrade (aiohttp, and so ccxt.pro, opens its WebSocket on a pooled HTTP connection).
+            pending, _ = conn.trailing_data
+            self.h11 = None
+            if pending:
+                self.data_received(bytes(pending))
 
     def _plain_error(self, status: int, text: bytes) -> None:
         if self.transport is None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import itertools
 import logging
 import random
@@ -35,8 +36,14 @@ from ..errors import (
 from ..events import Event
 from ..wire.auth import redact
 from ..wire.credits import CreditPools
+from .pacing import ClientCredits
+from .wslog import websockets_logger
 
 log = logging.getLogger("deribit_kit.transport.ws")
+
+# Set (to the transport) while the reconnect hooks run: their requests may use the new link before
+# it is open to everyone else, so that user requests never race the re-authentication.
+_RESTORING: contextvars.ContextVar[WsTransport | None] = contextvars.ContextVar("_RESTORING", default=None)
 
 NotificationHandler = Callable[[str, Any], None]
 ReconnectHook = Callable[[], Awaitable[None]]
@@ -72,13 +79,15 @@ class WsTransport:
         self.ping_interval = ping_interval
         self.ssl_context = ssl_context
         self.max_size = max_size
-        self.credits: CreditPools | None = CreditPools() if client_rate_limit else None
-        self.state = "new"  # new | open | reconnecting | closed
+        self.credits: CreditPools | None = ClientCredits() if client_rate_limit else None
+        self.state = "new"  # new | open | reconnecting | restoring | closed
         self.reconnect_hooks: list[ReconnectHook] = []
         self.connected = Event("connected")  # after each (re)connect and its hooks
         self.disconnected = Event("disconnected")  # with the reason
         self.protocol_error = Event("protocol_error")  # a frame that was not Deribit JSON-RPC
-        self.stats = {"requests": 0, "notifications": 0, "reconnects": 0, "protocol_errors": 0, "rate_limited": 0}
+        self.heartbeat = Event("heartbeat")  # each heartbeat message from the exchange, with its type
+        self.stats = {"requests": 0, "notifications": 0, "reconnects": 0, "protocol_errors": 0, "rate_limited": 0,
+                      "test_requests": 0}
         self.last_rx = 0.0
         self.rtt_ms: float | None = None
         self._ws: ClientConnection | None = None
@@ -90,18 +99,22 @@ class WsTransport:
         self._open = asyncio.Event()
         self._closing = False
         self._heartbeat: float | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     # ------------------------------------------------------------ lifecycle
     async def connect(self) -> None:
         """Open the connection (raises :class:`ConnectError`); reconnects by itself afterwards."""
         await self._dial()
+        self.state = "open"
+        self._open.set()
         self._supervisor = asyncio.get_running_loop().create_task(self._supervise())
 
     async def _dial(self) -> None:
         try:
             ws = await asyncio.wait_for(
                 websockets.connect(self.url, max_size=self.max_size, ping_interval=self.ping_interval,
-                                   ssl=self.ssl_context, compression=None, open_timeout=self.connect_timeout),
+                                   ssl=self.ssl_context, compression=None, open_timeout=self.connect_timeout,
+                                   logger=websockets_logger("client")),
                 self.connect_timeout,
             )
         except (OSError, TimeoutError, websockets.InvalidHandshake, websockets.InvalidURI) as exc:
@@ -109,8 +122,6 @@ class WsTransport:
         self._ws = ws
         self.last_rx = time.monotonic()
         self._reader = asyncio.get_running_loop().create_task(self._read(ws))
-        self.state = "open"
-        self._open.set()
         log.info("connected to %s", self.url)
 
     async def _supervise(self) -> None:
@@ -128,21 +139,31 @@ class WsTransport:
             while not self._closing:
                 # jitter: between half and the full delay
                 await asyncio.sleep(delay * (0.5 + random.random() / 2))
+                delay = min(delay * 2, self.backoff_max)
                 try:
                     await self._dial()
                 except ConnectError as exc:
-                    log.warning("reconnect failed (%s); next try in ~%.1fs", exc, min(delay * 2, self.backoff_max))
-                    delay = min(delay * 2, self.backoff_max)
+                    log.warning("reconnect failed (%s); next try in ~%.1fs", exc, delay)
                     continue
                 self.stats["reconnects"] += 1
+                # user requests keep waiting until the session is restored; the hooks' own go through
+                self.state = "restoring"
+                token = _RESTORING.set(self)
                 try:
                     for hook in self.reconnect_hooks:
                         await hook()
-                except (TransportError, DeribitError) as exc:
-                    log.warning("restoring the session after reconnect failed: %s", exc)
-                    if self._ws is not None:
-                        await self._ws.close()
+                except Exception as exc:
+                    log.warning("restoring the session after reconnect failed (%s); next try in ~%.1fs", exc, delay)
+                    self.state = "reconnecting"
+                    self.abort()
                     continue
+                finally:
+                    _RESTORING.reset(token)
+                if self._ws is None:  # dropped again while restoring
+                    self.state = "reconnecting"
+                    continue
+                self.state = "open"
+                self._open.set()
                 self.connected.emit(self)
                 break
 
@@ -150,11 +171,12 @@ class WsTransport:
         """Close for good: pending requests fail, no reconnect."""
         self._closing = True
         self.state = "closed"
+        self._open.set()  # wake requests waiting for a reconnection: they fail at once
         self._stop_watchdog()
         if self._ws is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._ws.close(), 2.0)
-        for task in (self._reader, self._supervisor):
+        for task in (self._reader, self._supervisor, *self._tasks):
             if task is not None and not task.done():
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -170,17 +192,9 @@ class WsTransport:
     async def _read(self, ws: ClientConnection) -> None:
         reason = "connection closed"
         try:
+            on_frame = self._on_frame
             async for frame in ws:
-                self.last_rx = time.monotonic()
-                try:
-                    msg = orjson.loads(frame)
-                except orjson.JSONDecodeError:
-                    self._bad_frame(frame, "not JSON")
-                    continue
-                if not isinstance(msg, dict):
-                    self._bad_frame(frame, "not a JSON object")
-                    continue
-                self._dispatch(msg, frame)
+                on_frame(frame)
         except websockets.ConnectionClosed as exc:
             reason = f"connection closed ({exc.rcvd.code if exc.rcvd else 1006}"
             reason += f" {exc.rcvd.reason})" if exc.rcvd and exc.rcvd.reason else ")"
@@ -188,12 +202,27 @@ class WsTransport:
             log.exception("reader failed")
             reason = f"reader failed: {exc}"
         finally:
-            self._open.clear()
             if self._ws is ws:
                 self._ws = None
+                self._open.clear()
+                if self.state != "restoring":
+                    self.state = "reconnecting" if self.reconnect_enabled and not self._closing else "closed"
             self._fail_pending(reason)
             log.info("disconnected from %s: %s", self.url, reason)
             self.disconnected.emit(reason)
+
+    def _on_frame(self, frame: str | bytes) -> None:
+        """One frame from the exchange: decode once, then a reply, a notification or a heartbeat."""
+        self.last_rx = time.monotonic()
+        try:
+            msg = orjson.loads(frame)
+        except orjson.JSONDecodeError:
+            self._bad_frame(frame, "not JSON")
+            return
+        if not isinstance(msg, dict):
+            self._bad_frame(frame, "not a JSON object")
+            return
+        self._dispatch(msg, frame)
 
     def _dispatch(self, msg: dict[str, Any], frame: str | bytes) -> None:
         method = msg.get("method")
@@ -209,12 +238,17 @@ class WsTransport:
                 log.exception("notification handler failed for %s", params["channel"])
             return
         if method == "heartbeat":
-            params = msg.get("params") or {}
-            if isinstance(params, dict) and params.get("type") == "test_request":
-                asyncio.get_running_loop().create_task(self._answer_test_request())
+            params = msg.get("params")
+            kind = params.get("type") if isinstance(params, dict) else None
+            if kind == "test_request":
+                self.stats["test_requests"] += 1
+                task = asyncio.get_running_loop().create_task(self._answer_test_request())
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            self.heartbeat.emit(kind)
             return
         rid = msg.get("id")
-        entry = self._pending.pop(rid, None) if isinstance(rid, int) else None
+        entry = self._pending.pop(rid, None) if type(rid) is int else None
         if entry is None:
             if "id" in msg:
                 log.debug("reply to unknown id %r", rid)
@@ -281,31 +315,35 @@ class WsTransport:
         while True:
             try:
                 return await self._request_once(method, params or {}, deadline)
-            except RateLimitError:
+            except RateLimitError as exc:
                 self.stats["rate_limited"] += 1
                 attempt += 1
                 pause = min(0.05 * 2**attempt, 2.0) * (0.5 + random.random() / 2)
                 if attempt > self.rate_limit_retries or time.monotonic() + pause >= deadline:
                     raise
-                log.info("%s rate-limited (10028); retry %d in %.2fs", method, attempt, pause)
+                log.info("%s rate-limited (%d); retry %d in %.2fs", method, exc.code, attempt, pause)
                 await asyncio.sleep(pause)
 
     async def _request_once(self, method: str, params: dict[str, Any], deadline: float) -> Any:
-        remaining = deadline - time.monotonic()
-        if self.state == "closed" or self._closing:
+        if self._closing:
             raise ConnectionClosed("the client is closed", method=method)
-        if not self._open.is_set():
+        if self.state == "closed":
+            raise ConnectionClosed("the connection was lost and reconnecting is off", method=method)
+        restoring = self.state == "restoring" and _RESTORING.get() is self
+        if not restoring and not self._open.is_set():
             try:
-                await asyncio.wait_for(self._open.wait(), max(0.0, remaining))
+                await asyncio.wait_for(self._open.wait(), max(0.0, deadline - time.monotonic()))
             except TimeoutError:
                 raise RequestTimeout(f"not connected to {self.url} within the timeout", method=method) from None
+            if self._closing:
+                raise ConnectionClosed("the client is closed", method=method)
         if self.credits is not None:
-            wait = self.credits.wait_time(method)
-            if wait > 0:
+            # loop: concurrent callers wake together and only some of them find credits
+            while not self.credits.try_spend(method):
+                wait = self.credits.wait_time(method)
                 if time.monotonic() + wait >= deadline:
                     raise RequestTimeout("rate limit pacing would exceed the timeout", method=method)
                 await asyncio.sleep(wait)
-            self.credits.try_spend(method)
         ws = self._ws
         if ws is None:
             raise ConnectionClosed("not connected", method=method)

@@ -1,0 +1,122 @@
+"""The public names are pinned: a change here is a change of the kit's API, made on purpose
+(update the lists below in the same commit, and the README if users see it)."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterable
+
+import deribit_kit
+from deribit_kit import Deribit, Notification, Settings, Subscription
+
+ALL = [
+    "AuthenticationError",
+    "Broker",
+    "ConnectError",
+    "ConnectionClosed",
+    "Consumer",
+    "ConsumerClosed",
+    "Deribit",
+    "DeribitError",
+    "DeribitKitError",
+    "Event",
+    "Gap",
+    "InstrumentNotFoundError",
+    "InsufficientFundsError",
+    "InvalidParamsError",
+    "InvalidRequestError",
+    "LiveBook",
+    "MethodNotFoundError",
+    "NotFoundError",
+    "Notification",
+    "OrderNotFoundError",
+    "OrderRejectedError",
+    "PermissionDeniedError",
+    "ProtocolError",
+    "RateLimitError",
+    "RequestTimeout",
+    "Settings",
+    "Subscription",
+    "TransportError",
+    "ValidationError",
+    "__version__",
+]
+
+DERIBIT_METHODS = [
+    "account_summary",
+    "authenticate",
+    "book_summary",
+    "buy",
+    "call",
+    "cancel",
+    "cancel_all",
+    "close",
+    "close_position",
+    "connect",
+    "currencies",
+    "edit",
+    "get_time",
+    "index_price",
+    "instrument",
+    "instruments",
+    "open_orders",
+    "order_book",
+    "order_state",
+    "portfolio",
+    "positions",
+    "sell",
+    "set_heartbeat",
+    "start",
+    "subscribe",
+    "test",
+    "ticker",
+    "trades",
+    "user_trades",
+]
+DERIBIT_PROPERTIES = ["broker", "channels", "is_authenticated", "transport"]
+DERIBIT_ATTRIBUTES = [
+    "authenticated",
+    "connected",
+    "disconnected",
+    "http_url",
+    "notification",
+    "reconnected",
+    "settings",
+    "sim",
+    "transport_kind",
+    "ws_url",
+]
+SUBSCRIPTION_NAMES = ["close", "closed", "get", "start", "wait_closed"]
+SUBSCRIPTION_ATTRIBUTES = ["accepted", "callback", "channels", "client", "dropped"]
+
+
+def public(names: Iterable[str]) -> list[str]:
+    return sorted(n for n in names if not n.startswith("_"))
+
+
+def test_all_is_pinned() -> None:
+    assert sorted(deribit_kit.__all__) == ALL
+    for name in deribit_kit.__all__:
+        assert hasattr(deribit_kit, name), name
+
+
+def test_deribit_methods_are_pinned() -> None:
+    members = dict(inspect.getmembers(Deribit))
+    assert public(n for n, v in members.items() if callable(v)) == DERIBIT_METHODS
+    assert public(n for n, v in members.items() if isinstance(v, property)) == DERIBIT_PROPERTIES
+    assert public(vars(Deribit(Settings(target="sim")))) == DERIBIT_ATTRIBUTES
+
+
+def test_coroutines_are_coroutines() -> None:
+    sync = {"subscribe"}  # returns a Subscription to start, iterate or enter
+    for name in DERIBIT_METHODS:
+        fn = inspect.getattr_static(Deribit, name)
+        fn = fn.__func__ if isinstance(fn, classmethod) else fn
+        assert inspect.iscoroutinefunction(fn) is (name not in sync), name
+
+
+def test_subscription_and_notification_are_pinned() -> None:
+    assert public(dir(Subscription)) == SUBSCRIPTION_NAMES
+    sub = Subscription(Deribit(Settings(target="sim")), ["ticker.BTC-PERPETUAL.100ms"], None, 1)
+    assert public(vars(sub)) == SUBSCRIPTION_ATTRIBUTES
+    assert [f for f in Notification.__dataclass_fields__] == ["channel", "data"]
