@@ -1,0 +1,313 @@
+"""Placing orders safely: unit checks before sending, tick rounding, labels, and idempotent
+placement by label.
+
+The exchange's rules, checked here so that a wrong order never leaves the process:
+
+* **amount** — inverse futures and perpetuals (``BTC-PERPETUAL``) trade USD: the amount is a
+  multiple of ``contract_size`` (10 USD for BTC) and at least ``min_trade_amount``. Linear futures,
+  options and spot trade coin: the amount is a multiple of the finer of ``min_trade_amount`` and
+  ``contract_size`` and at least ``min_trade_amount``. ``contracts`` is the amount divided by
+  ``contract_size``; if both are given they must agree.
+* **price** — on the tick grid of the price's band (``tick_size`` and ``tick_size_steps``).
+  :func:`round_price` snaps a price to it; :func:`check_price` rounds (``strict=False``) or
+  refuses (``strict=True``).
+* **label** — every order carries one (``dk-<12 hex>`` when none is given), at most 64 characters.
+
+Placement is idempotent by label: when the link drops while ``private/buy``/``sell`` is in flight
+(:class:`~deribit_kit.errors.ConnectionClosed`, or a timeout), the outcome is unknown, so the
+client waits for the reconnect, looks the label up, and returns the order the exchange holds; only
+when the exchange has no such order is the request sent again, once.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
+from typing import TYPE_CHECKING, Any, Literal
+
+from .errors import ConnectionClosed, MethodNotFoundError, RequestTimeout, ValidationError
+from .models import Instrument, Order, OrderResult, UserTrade, convert, convert_list
+
+if TYPE_CHECKING:
+    from .client import Deribit
+
+log = logging.getLogger("deribit_kit.orders")
+
+MAX_LABEL = 64
+LABEL_PREFIX = "dk-"
+ORDER_TYPES = ("limit", "stop_limit", "take_limit", "market", "stop_market", "take_market", "market_limit",
+               "trailing_stop")
+PRICED_TYPES = ("limit", "stop_limit", "take_limit")
+TRIGGER_TYPES = ("stop_limit", "take_limit", "stop_market", "take_market", "trailing_stop")
+TIME_IN_FORCE = ("good_til_cancelled", "good_til_day", "fill_or_kill", "immediate_or_cancel")
+RoundMode = Literal["nearest", "down", "up"]
+_ROUNDING = {"nearest": ROUND_HALF_EVEN, "down": ROUND_FLOOR, "up": ROUND_CEILING}
+_REL = 1e-9  # relative tolerance for "on the grid" (floats such as 0.1 + 0.2)
+
+
+class PlacedOrder(OrderResult, kw_only=True):
+    """An :class:`~deribit_kit.models.OrderResult` that also says how it was obtained.
+
+    ``reconciled`` is ``None`` for a normal answer; ``"found"`` when the connection dropped during
+    the request and the order was found on the exchange by its label; ``"resent"`` when it was not
+    there and the request was sent again (once).
+    """
+
+    reconciled: str | None = None
+
+
+# ---------------------------------------------------------------- labels
+
+
+def new_label() -> str:
+    """A fresh order label: ``dk-`` and 12 hex digits of a UUID4."""
+    return LABEL_PREFIX + uuid.uuid4().hex[:12]
+
+
+def check_label(label: str | None) -> str:
+    """``label`` if valid, a fresh one if ``None``/empty; refuses labels over 64 characters."""
+    if not label:
+        return new_label()
+    if not isinstance(label, str):
+        raise ValidationError(f"label must be a string, not {type(label).__name__}")
+    if len(label) > MAX_LABEL:
+        raise ValidationError(f"label {label[:20]!r}... has {len(label)} characters; "
+                              f"Deribit allows at most {MAX_LABEL}")
+    return label
+
+
+# ---------------------------------------------------------------- amounts
+
+
+def amount_unit(inst: Instrument) -> str:
+    """What ``amount`` counts for this instrument: ``USD`` (inverse futures) or the base coin."""
+    if inst.is_future and inst.is_inverse:
+        return "USD" if inst.quote_currency in ("USD", "") else inst.quote_currency
+    return inst.base_currency
+
+
+def amount_step(inst: Instrument) -> float:
+    """The amount granularity: whole contracts, or ``min_trade_amount`` when that is finer."""
+    return min(inst.contract_size, inst.min_trade_amount) if inst.min_trade_amount > 0 else inst.contract_size
+
+
+def _describe(inst: Instrument) -> str:
+    if inst.is_future:
+        what = "perpetual" if inst.is_perpetual else "future"
+        return f"{'inverse' if inst.is_inverse else 'linear'} {what}"
+    return inst.kind
+
+
+def _on_grid(value: float, step: float) -> bool:
+    n = value / step
+    return abs(n - round(n)) <= max(1e-9, _REL * abs(n))
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.10g}"
+
+
+def check_amount(inst: Instrument, amount: float | None = None, contracts: float | None = None) -> float:
+    """The order amount in the instrument's unit, after checking it against its rules.
+
+    Raises :class:`ValidationError` naming the rule (minimum, contract multiple, unit).
+    """
+    name, unit = inst.instrument_name, amount_unit(inst)
+    if contracts is not None:
+        if not math.isfinite(contracts) or contracts <= 0:
+            raise ValidationError(f"{name}: contracts must be a positive number, not {contracts!r}")
+        from_contracts = float(Decimal(str(contracts)) * Decimal(str(inst.contract_size)))
+        if amount is not None and abs(amount - from_contracts) > 1e-9 * max(1.0, abs(amount)):
+            raise ValidationError(f"{name}: amount {_fmt(amount)} {unit} and contracts {_fmt(contracts)} disagree "
+                                  f"({_fmt(contracts)} contracts x contract_size {_fmt(inst.contract_size)} = "
+                                  f"{_fmt(from_contracts)} {unit})")
+        amount = from_contracts
+    if amount is None:
+        raise ValidationError(f"{name}: give amount (in {unit}) or contracts")
+    if isinstance(amount, bool) or not isinstance(amount, int | float) or not math.isfinite(amount) or amount <= 0:
+        raise ValidationError(f"{name}: amount must be a positive number of {unit}, not {amount!r}")
+    amount = float(amount)
+    kind = _describe(inst)
+    if amount < inst.min_trade_amount * (1 - _REL):
+        raise ValidationError(f"{name}: amount {_fmt(amount)} {unit} is below min_trade_amount "
+                              f"{_fmt(inst.min_trade_amount)} {unit} ({kind}: amount is in {unit})")
+    step = amount_step(inst)
+    if not _on_grid(amount, step):
+        if inst.is_future and inst.is_inverse:
+            rule = f"a multiple of contract_size {_fmt(inst.contract_size)} {unit}"
+        else:
+            rule = f"a multiple of {_fmt(step)} {unit} (min_trade_amount/contract_size)"
+        lower = math.floor(amount / step + 1e-9) * step
+        raise ValidationError(f"{name}: amount {_fmt(amount)} {unit} is not {rule} ({kind}: amount is in {unit}; "
+                              f"nearest below: {_fmt(lower)})")
+    return amount
+
+
+# ---------------------------------------------------------------- prices
+
+
+def _snap(price: float, tick: float, mode: RoundMode) -> float:
+    q = Decimal(str(tick))
+    n = (Decimal(str(price)) / q).to_integral_value(rounding=_ROUNDING[mode])
+    return float(n * q)
+
+
+def round_price(inst: Instrument, price: float, mode: RoundMode = "nearest") -> float:
+    """``price`` moved onto the instrument's tick grid (``tick_size_steps`` honoured).
+
+    ``mode``: ``"nearest"``, ``"down"`` (never above ``price``) or ``"up"`` (never below).
+    """
+    if mode not in _ROUNDING:
+        raise ValueError(f"mode must be 'nearest', 'down' or 'up', not {mode!r}")
+    if not math.isfinite(price):
+        raise ValidationError(f"{inst.instrument_name}: price must be a finite number, not {price!r}")
+    out = _snap(price, inst.tick_size_at(price), mode)
+    tick = inst.tick_size_at(out)  # rounding up may cross into a coarser band
+    if not _on_grid(out, tick):
+        out = _snap(out, tick, "up" if mode == "up" else "down" if mode == "down" else "nearest")
+    return out
+
+
+def is_on_tick(inst: Instrument, price: float) -> bool:
+    return _on_grid(price, inst.tick_size_at(price))
+
+
+def check_price(inst: Instrument, price: float, *, strict: bool = True, param: str = "price",
+                mode: RoundMode = "nearest") -> float:
+    """``price`` if on the tick grid; otherwise rounded (``strict=False``) or refused."""
+    if isinstance(price, bool) or not isinstance(price, int | float) or not math.isfinite(price):
+        raise ValidationError(f"{inst.instrument_name}: {param} must be a finite number, not {price!r}")
+    price = float(price)
+    if is_on_tick(inst, price):
+        return round_price(inst, price, "nearest")  # clean float representation
+    tick = inst.tick_size_at(price)
+    rounded = round_price(inst, price, mode)
+    if strict:
+        steps = ", ".join(f"{_fmt(s.tick_size)} from {_fmt(s.above_price)}" for s in inst.tick_size_steps)
+        rule = f"tick_size {_fmt(inst.tick_size)}" + (f" (tick_size_steps: {steps})" if steps else "")
+        raise ValidationError(f"{inst.instrument_name}: {param} {_fmt(price)} is not a multiple of the tick "
+                              f"{_fmt(tick)} at that price ({rule}); nearest: {_fmt(rounded)}; "
+                              f"pass strict=False to round")
+    log.debug("%s: %s %s rounded to %s", inst.instrument_name, param, price, rounded)
+    return rounded
+
+
+# ---------------------------------------------------------------- requests
+
+
+def order_params(inst: Instrument, amount: float | None, price: float | None, *, type: str = "limit",
+                 label: str | None = None, time_in_force: str = "good_til_cancelled", post_only: bool = False,
+                 reject_post_only: bool = False, reduce_only: bool = False, trigger_price: float | None = None,
+                 trigger: str | None = None, contracts: float | None = None, strict: bool = True,
+                 **extra: Any) -> dict[str, Any]:
+    """Checked ``private/buy``/``sell`` params (amount in the right unit, prices on tick, a label)."""
+    name = inst.instrument_name
+    if type not in ORDER_TYPES:
+        raise ValidationError(f"{name}: order type must be one of {', '.join(ORDER_TYPES)}, not {type!r}")
+    if time_in_force not in TIME_IN_FORCE:
+        raise ValidationError(f"{name}: time_in_force must be one of {', '.join(TIME_IN_FORCE)}")
+    params: dict[str, Any] = {"instrument_name": name, "amount": check_amount(inst, amount, contracts),
+                              "type": type, "label": check_label(label)}
+    if type in PRICED_TYPES:
+        if price is None:
+            raise ValidationError(f"{name}: a {type} order needs a price")
+        params["price"] = check_price(inst, price, strict=strict)
+    elif price is not None and type != "market_limit":
+        raise ValidationError(f"{name}: a {type} order takes no price")
+    if type in TRIGGER_TYPES:
+        if trigger is None:
+            raise ValidationError(f"{name}: a {type} order needs trigger= (index_price, mark_price or last_price)")
+        params["trigger"] = trigger
+        if type != "trailing_stop":
+            if trigger_price is None:
+                raise ValidationError(f"{name}: a {type} order needs trigger_price")
+            params["trigger_price"] = check_price(inst, trigger_price, strict=strict, param="trigger_price")
+    elif trigger_price is not None or trigger is not None:
+        raise ValidationError(f"{name}: trigger/trigger_price apply to stop/take orders only, not {type}")
+    if time_in_force != "good_til_cancelled":
+        params["time_in_force"] = time_in_force
+    if post_only or reject_post_only:
+        if type not in PRICED_TYPES:
+            raise ValidationError(f"{name}: post_only applies to limit orders only")
+        if time_in_force in ("fill_or_kill", "immediate_or_cancel"):
+            raise ValidationError(f"{name}: post_only needs good_til_cancelled or good_til_day")
+        params["post_only"] = True
+        if reject_post_only:
+            params["reject_post_only"] = True
+    if reduce_only:
+        params["reduce_only"] = True
+    params.update({k: v for k, v in extra.items() if v is not None})
+    return params
+
+
+# ---------------------------------------------------------------- placement (used by Deribit.buy/sell)
+
+
+def _currencies(inst: Instrument) -> list[str]:
+    """The currencies whose order lists hold ``inst``'s orders (settlement; spot: base and quote)."""
+    if inst.settlement_currency:
+        return [inst.settlement_currency]
+    return [c for c in dict.fromkeys((inst.base_currency, inst.quote_currency)) if c]
+
+
+async def find_by_label(client: Deribit, inst: Instrument, label: str) -> list[Order]:
+    """Every order (open or closed) of ``inst`` carrying ``label``, as the exchange reports them."""
+    found: dict[str, Order] = {}
+    for cur in _currencies(inst):
+        try:
+            raw = await client.call("private/get_order_state_by_label", currency=cur, label=label)
+        except MethodNotFoundError:
+            raw = await client.call("private/get_open_orders_by_label", currency=cur, label=label)
+            raw += await client.call("private/get_order_history_by_instrument", instrument_name=inst.instrument_name,
+                                     count=100, include_unfilled=True)
+        for o in convert_list(raw, Order):
+            if o.label == label and o.instrument_name == inst.instrument_name:
+                found[o.order_id] = o
+        if found:
+            break
+    return sorted(found.values(), key=lambda o: o.creation_timestamp)
+
+
+async def place(client: Deribit, direction: str, params: dict[str, Any]) -> PlacedOrder:
+    """Send ``private/{direction}``; on an unknown outcome reconcile by label (see module doc)."""
+    method = f"private/{direction}"
+    try:
+        return convert(await client.call(method, params), PlacedOrder)
+    except (ConnectionClosed, RequestTimeout) as exc:
+        label = params["label"]
+        log.warning("%s %s label=%s: outcome unknown (%s); reconciling by label after reconnect",
+                    method, params["instrument_name"], label, exc)
+    inst = await client.instrument(params["instrument_name"])
+    orders = await find_by_label(client, inst, label)
+    if orders:
+        order = orders[-1]
+        if len(orders) > 1:
+            log.error("label %s names %d orders on %s", label, len(orders), inst.instrument_name)
+        trades = convert_list(await client.call("private/get_user_trades_by_order", order_id=order.order_id),
+                              UserTrade)
+        log.warning("%s label=%s reconciled: the exchange holds order %s (%s); not re-sent",
+                    method, label, order.order_id, order.order_state)
+        return PlacedOrder(order=order, trades=list(trades), reconciled="found")
+    log.warning("%s label=%s reconciled: no such order on the exchange; sending it again (once)", method, label)
+    result = convert(await client.call(method, params), PlacedOrder)
+    result.reconciled = "resent"
+    return result
+
+
+__all__ = [
+    "MAX_LABEL",
+    "PlacedOrder",
+    "amount_step",
+    "amount_unit",
+    "check_amount",
+    "check_label",
+    "check_price",
+    "find_by_label",
+    "is_on_tick",
+    "new_label",
+    "order_params",
+    "place",
+    "round_price",
+]
