@@ -5,10 +5,8 @@ same exception classes as over WebSocket, so both transports give identical type
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
-import random
 import time
 from typing import Any
 
@@ -19,14 +17,13 @@ from ..errors import (
     ConnectError,
     DeribitError,
     ProtocolError,
-    RateLimitError,
     RequestTimeout,
     TransportError,
     error_for_code,
 )
 from ..wire.auth import http_signature_header, redact
 from ..wire.credits import CreditPools
-from .pacing import ClientCredits
+from .pacing import ClientCredits, retry_rate_limited, spend
 
 log = logging.getLogger("deribit_kit.transport.http")
 
@@ -59,26 +56,11 @@ class HttpTransport:
                       timeout: float | None = None) -> Any:
         timeout = self.request_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
-        attempt = 0
-        while True:
-            try:
-                return await self._request_once(method, params or {}, deadline)
-            except RateLimitError:
-                self.stats["rate_limited"] += 1
-                attempt += 1
-                pause = min(0.05 * 2**attempt, 2.0) * (0.5 + random.random() / 2)
-                if attempt > self.rate_limit_retries or time.monotonic() + pause >= deadline:
-                    raise
-                await asyncio.sleep(pause)
+        return await retry_rate_limited(lambda: self._request_once(method, params or {}, deadline), method,
+                                        retries=self.rate_limit_retries, deadline=deadline, stats=self.stats)
 
     async def _request_once(self, method: str, params: dict[str, Any], deadline: float) -> Any:
-        if self.credits is not None:
-            # loop: concurrent callers wake together and only some of them find credits
-            while not self.credits.try_spend(method):
-                wait = self.credits.wait_time(method)
-                if time.monotonic() + wait >= deadline:
-                    raise RequestTimeout("rate limit pacing would exceed the timeout", method=method)
-                await asyncio.sleep(wait)
+        await spend(self.credits, method, deadline)
         path = f"/api/v2/{method}"
         body = orjson.dumps({"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params})
         headers = {"content-type": "application/json"}

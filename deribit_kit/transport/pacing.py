@@ -8,7 +8,18 @@ pool to the last credit therefore still meets 10028 now and then. ``ClientCredit
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from ..errors import RateLimitError, RequestTimeout
 from ..wire.credits import CreditPools
+
+T = TypeVar("T")
+log = logging.getLogger("deribit_kit.transport")
 
 
 class ClientCredits(CreditPools):
@@ -37,3 +48,35 @@ class ClientCredits(CreditPools):
     def wait_time(self, method: str) -> float:
         """Seconds until the pool of ``method`` holds one call's cost plus the reserve."""
         return self._take(method, False)
+
+
+async def spend(credits: CreditPools | None, method: str, deadline: float) -> None:
+    """Wait until one call of ``method`` fits the credit model, then charge it.
+
+    Loops because concurrent callers wake together and only some of them find credits.
+    """
+    if credits is None:
+        return
+    while not credits.try_spend(method):
+        wait = credits.wait_time(method)
+        if time.monotonic() + wait >= deadline:
+            raise RequestTimeout("rate limit pacing would exceed the timeout", method=method)
+        await asyncio.sleep(wait)
+
+
+async def retry_rate_limited(send: Callable[[], Awaitable[T]], method: str, *, retries: int, deadline: float,
+                             stats: dict[str, int]) -> T:
+    """Run ``send``; when the exchange answers 10028 (the request was refused, so resending is
+    safe) back off exponentially with jitter and retry, within ``retries`` and the deadline."""
+    attempt = 0
+    while True:
+        try:
+            return await send()
+        except RateLimitError as exc:
+            stats["rate_limited"] = stats.get("rate_limited", 0) + 1
+            attempt += 1
+            pause = min(0.05 * 2**attempt, 2.0) * (0.5 + random.random() / 2)
+            if attempt > retries or time.monotonic() + pause >= deadline:
+                raise
+            log.info("%s rate-limited (%d); retry %d in %.2fs", method, exc.code, attempt, pause)
+            await asyncio.sleep(pause)

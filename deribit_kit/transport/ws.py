@@ -29,14 +29,13 @@ from ..errors import (
     ConnectError,
     ConnectionClosed,
     DeribitError,
-    RateLimitError,
     RequestTimeout,
     TransportError,
 )
 from ..events import Event
 from ..wire.auth import redact
 from ..wire.credits import CreditPools
-from .pacing import ClientCredits
+from .pacing import ClientCredits, retry_rate_limited, spend
 from .wslog import websockets_logger
 
 log = logging.getLogger("deribit_kit.transport.ws")
@@ -311,18 +310,8 @@ class WsTransport:
         """
         timeout = self.request_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
-        attempt = 0
-        while True:
-            try:
-                return await self._request_once(method, params or {}, deadline)
-            except RateLimitError as exc:
-                self.stats["rate_limited"] += 1
-                attempt += 1
-                pause = min(0.05 * 2**attempt, 2.0) * (0.5 + random.random() / 2)
-                if attempt > self.rate_limit_retries or time.monotonic() + pause >= deadline:
-                    raise
-                log.info("%s rate-limited (%d); retry %d in %.2fs", method, exc.code, attempt, pause)
-                await asyncio.sleep(pause)
+        return await retry_rate_limited(lambda: self._request_once(method, params or {}, deadline), method,
+                                        retries=self.rate_limit_retries, deadline=deadline, stats=self.stats)
 
     async def _request_once(self, method: str, params: dict[str, Any], deadline: float) -> Any:
         if self._closing:
@@ -337,13 +326,7 @@ class WsTransport:
                 raise RequestTimeout(f"not connected to {self.url} within the timeout", method=method) from None
             if self._closing:
                 raise ConnectionClosed("the client is closed", method=method)
-        if self.credits is not None:
-            # loop: concurrent callers wake together and only some of them find credits
-            while not self.credits.try_spend(method):
-                wait = self.credits.wait_time(method)
-                if time.monotonic() + wait >= deadline:
-                    raise RequestTimeout("rate limit pacing would exceed the timeout", method=method)
-                await asyncio.sleep(wait)
+        await spend(self.credits, method, deadline)
         ws = self._ws
         if ws is None:
             raise ConnectionClosed("not connected", method=method)
