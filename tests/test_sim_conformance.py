@@ -157,9 +157,6 @@ RESULT_UNWRAPPED = {
 KNOWN_GAPS: dict[str, str] = {
     # method -> why its result does not conform yet; run as strict xfail, so the test turns red
     # (XPASS) the moment it is fixed and the entry must go.
-    "private/get_account_summaries": "trading.py: each item of `summaries` carries the account-level "
-    "id/email/username/system_name/type/security_keys_enabled (Trading.summary adds _identity); the spec "
-    "has them on the result object only",
 }
 
 EXTRA_PARAMS: dict[tuple[str, str], str] = {
