@@ -11,7 +11,9 @@ handshakes, pings, closes and fragmentation stay with ``websockets``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
 import ssl
 import struct
 from dataclasses import dataclass, field
@@ -151,8 +153,14 @@ class _Conn(asyncio.Protocol):
 
     # ---- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # any transport with write/abort will do (asyncio's, uvloop's, TLS)
+        self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None and self.server.send_buffer:
+            # a small kernel send buffer keeps a slow reader's backlog in user space, where
+            # ``WsConnection.buffered`` sees it (otherwise megabytes hide in the socket)
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.server.send_buffer)
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
         self.server._conns.add(self)
@@ -350,8 +358,9 @@ class LoopbackServer:
     """Serve a :class:`WsHandler` on ``host:port`` (port 0 picks a free one), optionally over TLS."""
 
     def __init__(self, handler: WsHandler, host: str = "127.0.0.1", port: int = 0,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+                 ssl_context: ssl.SSLContext | None = None, *, send_buffer: int | None = 256 * 1024) -> None:
         self.handler = handler
+        self.send_buffer = send_buffer
         self.host = host
         self.port = port
         self.ssl_context = ssl_context
