@@ -14,8 +14,9 @@ Lists come back as :class:`FrameList`, a plain ``list`` that also renders as a p
     ticker = convert(result, Ticker)
     ticker.mid, ticker.greeks.delta if ticker.greeks else None
 
-In a notebook, a model displays as a two-column table of its non-``None`` fields and a
-``FrameList`` as its first 20 rows.
+In a notebook, a model displays as a two-column table of its non-``None`` fields (tickers, books,
+orders, positions, account summaries and instruments: their key fields as one row first, every
+field folded under it) and a ``FrameList`` as its first 20 rows.
 """
 
 from __future__ import annotations
@@ -102,14 +103,36 @@ class Model(msgspec.Struct, kw_only=True, repr_omit_defaults=True):
         _flatten_into(self, "", out)
         return out
 
+    #: fields (flattened keys such as ``greeks.delta``, or property names) shown first in a notebook as
+    #: one row; the rest fold into an "all fields" section. Empty: every field in one table.
+    _html_fields: ClassVar[tuple[str, ...]] = ()
+
     def _repr_html_(self) -> str:
+        flat = {key: value for key, value in self._flat().items() if value is not None}
         rows = "".join(
             f"<tr><th style='text-align:left'>{html.escape(key)}</th>"
             f"<td style='text-align:left'>{html.escape(_short(value))}</td></tr>"
-            for key, value in self._flat().items()
-            if value is not None
+            for key, value in flat.items()
         )
-        return f"<table><caption>{type(self).__name__}</caption>{rows}</table>"
+        name = type(self).__name__
+        if not self._html_fields:
+            return f"<table><caption>{name}</caption>{rows}</table>"
+        return (f"{self._html_headline(flat)}<details><summary>all {len(flat)} fields</summary>"
+                f"<table>{rows}</table></details>")
+
+    def _html_headline(self, flat: dict[str, Any]) -> str:
+        """The ``_html_fields`` as a one-row table captioned with the class name."""
+        heads, cells = [], []
+        for key in self._html_fields:
+            value = flat.get(key)
+            if value is None and "." not in key and isinstance(getattr(type(self), key, None), property):
+                value = getattr(self, key)
+            if value is None:
+                continue
+            heads.append(f"<th>{html.escape(key.rsplit('.', 1)[-1])}</th>")
+            cells.append(f"<td>{html.escape(_short(_round(value)))}</td>")
+        return (f"<table class='deribit-kit-model'><caption style='text-align:left'><b>{type(self).__name__}</b>"
+                f"</caption><tr>{''.join(heads)}</tr><tr>{''.join(cells)}</tr></table>")
 
 
 def _drop_none(value: Any) -> Any:
@@ -118,6 +141,26 @@ def _drop_none(value: Any) -> Any:
     if isinstance(value, list):
         return [_drop_none(v) for v in value]
     return value
+
+
+def _round(value: Any) -> Any:
+    """Floats to 8 significant digits and datetimes to the millisecond, for display."""
+    if isinstance(value, float):
+        return f"{value:.8g}"
+    if isinstance(value, datetime):
+        return value.isoformat(sep=" ", timespec="milliseconds")
+    return value
+
+
+def _ladder_html(bids: list[tuple[float, float]], asks: list[tuple[float, float]], n: int = 10) -> str:
+    """Top ``n`` levels side by side: bid amount, bid, ask, ask amount."""
+    rows = []
+    for i in range(min(max(len(bids), len(asks)), n)):
+        bid = f"<td>{bids[i][1]:g}</td><td><b>{bids[i][0]:g}</b></td>" if i < len(bids) else "<td></td><td></td>"
+        ask = f"<td><b>{asks[i][0]:g}</b></td><td>{asks[i][1]:g}</td>" if i < len(asks) else "<td></td><td></td>"
+        rows.append(f"<tr>{bid}{ask}</tr>")
+    return ("<table class='deribit-kit-book'><thead><tr><th>bid amount</th><th>bid</th><th>ask</th>"
+            f"<th>ask amount</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
 
 
 def _short(value: Any) -> str:
@@ -297,6 +340,8 @@ class Instrument(Model, kw_only=True):
     """``public/get_instruments`` item / ``public/get_instrument`` result."""
 
     _time_columns = (("expiration_timestamp", "expiry"), ("creation_timestamp", "created"))
+    _html_fields = ("instrument_name", "kind", "expiry", "strike", "option_type", "tick_size", "min_trade_amount",
+                    "contract_size", "settlement_period")
 
     instrument_name: str
     kind: str  # future | option | spot | future_combo | option_combo
@@ -461,6 +506,10 @@ class _MarketState(Model, kw_only=True):
 class Ticker(_MarketState, kw_only=True):
     """``public/ticker`` result and ``ticker.{instrument}.{interval}`` payload."""
 
+    _html_fields = ("instrument_name", "state", "best_bid_amount", "best_bid_price", "best_ask_price",
+                    "best_ask_amount", "spread", "mark_price", "index_price", "current_funding", "mark_iv",
+                    "greeks.delta", "time")
+
     estimated_delivery_price: float | None = None
     interest_value: float | None = None  # perpetuals
 
@@ -481,6 +530,14 @@ class OrderBookSnapshot(_MarketState, kw_only=True):
                 total += amount
                 rows.append((side, price, amount, total))
         return pd.DataFrame(rows, columns=["side", "price", "amount", "cumulative"])
+
+    _html_fields = ("instrument_name", "state", "spread", "mark_price", "index_price", "change_id", "time")
+
+    def _repr_html_(self) -> str:
+        """A headline, the top 10 levels side by side, and how many levels each side has."""
+        flat = {key: value for key, value in self._flat().items() if value is not None}
+        return (f"{self._html_headline(flat)}{_ladder_html(self.bids, self.asks)}"
+                f"<p>{len(self.bids)} bid / {len(self.asks)} ask levels</p>")
 
 
 class IndexPrice(Model, kw_only=True):
@@ -565,6 +622,8 @@ class Order(Model, kw_only=True):
     """The order object (buy/sell/edit results, ``get_order_state``, ``user.orders.*``)."""
 
     _time_columns = (("creation_timestamp", "created"), ("last_update_timestamp", "updated"))
+    _html_fields = ("order_id", "instrument_name", "direction", "order_type", "order_state", "price", "amount",
+                    "filled_amount", "average_price", "label", "cancel_reason")
 
     order_id: str
     instrument_name: str
@@ -709,6 +768,8 @@ class UserTradesPage(Model, kw_only=True):
 class OrderResult(Model, kw_only=True):
     """Result of ``private/buy``, ``sell``, ``edit``, ``edit_by_label``, ``close_position``."""
 
+    _html_fields = tuple(f"order.{name}" for name in Order._html_fields)
+
     order: Order
     trades: list[UserTrade] = []
 
@@ -724,6 +785,9 @@ class OrderResult(Model, kw_only=True):
 
 class Position(Model, kw_only=True):
     """``private/get_position(s)`` item; ``size`` is signed (negative when short)."""
+
+    _html_fields = ("instrument_name", "direction", "size", "average_price", "mark_price", "floating_profit_loss",
+                    "total_profit_loss", "delta", "estimated_liquidation_price")
 
     instrument_name: str
     kind: str
@@ -760,6 +824,8 @@ class AccountSummary(Model, kw_only=True):
     """``private/get_account_summary`` result and ``user.portfolio.*`` payload."""
 
     _time_columns = (("creation_timestamp", "created"),)
+    _html_fields = ("currency", "balance", "equity", "available_funds", "initial_margin", "maintenance_margin",
+                    "total_pl", "delta_total", "options_value")
 
     currency: str
     balance: float

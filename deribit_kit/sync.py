@@ -44,9 +44,12 @@ def _refuse_inside_loop(what: str) -> None:
         asyncio.get_running_loop()
     except RuntimeError:
         return
+    use = "`dk = await deribit_kit.Deribit.connect()`"
+    if what != "connect":
+        use += f" and `await dk.{what}(...)`"
     raise BlockingCallInLoopError(
         f"deribit_kit.sync.{what} blocks, and an event loop is running in this thread (Jupyter?). "
-        f"Use the async client instead: `dk = await deribit_kit.Deribit.connect()` and `await dk.{what}(...)`; "
+        f"Use the async client instead: {use}; "
         "or, only if you must, call deribit_kit.sync.allow_nested_loops() first."
     )
 
