@@ -6,8 +6,13 @@ Generates a consistent ``book.BTC-PERPETUAL.100ms`` stream (one snapshot with 10
 then change messages touching 20 levels per side with new/change/delete, prev_change_id chained),
 encoded as JSON text exactly as a WebSocket text frame delivers it, and measures per message:
 
-* ours: orjson decode + ``OrderBook.apply`` + top-10 read of both sides (also without the
-  decode, and apply alone);
+* ours: orjson decode + ``OrderBook.apply`` + top-10 read of both sides, with the book as a tick
+  ladder (``OrderBook(..., tick_size=0.5)``, what the broker builds for a future) and as a dict +
+  bisect-sorted price list (no tick size: options, or unknown); also decoded by msgspec (typed
+  ``Struct`` envelope with the book ``data`` as a typed dict, and ``Raw`` envelope + typed data,
+  two stages), without the decode, and apply alone;
+* the broker's real path, minus the socket: ``WsTransport._on_frame`` -> ``Deribit._on_notification``
+  -> the broker's channel -> ``LiveBook`` (``OrderBook.apply``) + top-10 read;
 * ccxt.pro deribit: ``Client.handle_text_or_binary_message`` (ccxt's own orjson decode) ->
   ``deribit.handle_message`` -> ``handle_order_book``, then ``orderbook.limit()`` and a top-10
   read, which is what ``watch_order_book`` hands back; also on pre-decoded dicts;
@@ -17,9 +22,14 @@ encoded as JSON text exactly as a WebSocket text frame delivers it, and measures
 
 CPU per message = ``process_time_ns`` over a whole chain / messages; the median over repetitions
 is printed with [the best repetition]. p50/p99 are wall ``perf_counter_ns`` per single message,
-over all repetitions. Implementations are interleaved within each repetition so machine noise
-hits them alike; compare ratios from one run, not absolute times across runs.
+over all repetitions. Implementations are interleaved within each repetition (each runs the whole
+chain in turn, or ``--chunk N`` messages at a time) so machine noise hits them alike; compare
+ratios from one run, not absolute times across runs. Finer interleaving (``--chunk 100``) leaves
+less time between a variant's turns but mixes the caches and the heap of all of them: on the
+shared machine ours came out ~10 % slower and the anchors ~15 % faster that way.
 
+Then the issue-5 check: ours and the broker path against each anchor fed the same text frames
+(ccxt, cryptofeed), met when the anchor costs at least 4x as much CPU per message in this run.
 The last section times an in-process fan-out: one book update delivered to N plain callbacks.
 """
 
@@ -34,8 +44,9 @@ import time
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
+import msgspec
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -50,6 +61,11 @@ LEVELS = 1000
 PER_SIDE = 20
 
 Handler = Callable[[Any], None]
+INSTRUMENT_INFO: dict[str, Any] = {  # public/get_instrument, as the broker and cryptofeed look it up
+    "instrument_name": INSTRUMENT, "kind": "future", "base_currency": "BTC", "quote_currency": "USD",
+    "settlement_period": "perpetual", "tick_size": TICK, "tick_size_steps": [], "min_trade_amount": 10.0,
+    "contract_size": 10.0, "creation_timestamp": 1534167754000, "expiration_timestamp": 32503708800000,
+}
 
 
 # ---------------------------------------------------------------------------- message generator
@@ -150,45 +166,151 @@ def _norm(levels: list[Any]) -> list[tuple[float, float]]:
     return [(float(p), float(a)) for p, a, *_ in levels]
 
 
+class _BookData(TypedDict, total=False):
+    """A book notification's ``data``, typed for msgspec (decodes to a plain dict: ``apply`` takes it)."""
+
+    type: str
+    timestamp: int
+    prev_change_id: int
+    change_id: int
+    instrument_name: str
+    bids: list[tuple[str, float, float]]
+    asks: list[tuple[str, float, float]]
+
+
+class _Params(msgspec.Struct):
+    channel: str
+    data: _BookData
+
+
+class _Envelope(msgspec.Struct):
+    params: _Params
+
+
+class _RawParams(msgspec.Struct):
+    channel: str
+    data: msgspec.Raw
+
+
+class _RawEnvelope(msgspec.Struct):
+    params: _RawParams
+
+
+def _book_variant(
+    snapshot: str,
+    group: str,
+    name: str,
+    decode: Callable[[Any], Any],
+    tick_size: float | None,
+    *,
+    read_top: bool = True,
+    pre_decoded: Callable[[str], Any] | None = None,
+    baseline: str | None = None,
+    key: str | None = None,
+) -> Variant:
+    """``decode(msg)`` -> the notification's ``data``; then ``OrderBook.apply`` (+ a top-10 read)."""
+
+    def make() -> tuple[Handler, Callable[[], Any]]:
+        book = OrderBook(INSTRUMENT, tick_size=tick_size)
+        book.apply(orjson.loads(snapshot)["params"]["data"])
+        apply, bids, asks = book.apply, book.bids, book.asks
+        if read_top:
+            def handle(msg: Any) -> None:
+                apply(decode(msg))
+                bids(10)
+                asks(10)
+        else:
+            def handle(msg: Any) -> None:
+                apply(decode(msg))
+
+        return handle, lambda: (book.bids(10), book.asks(10))
+
+    return Variant(group, name, make, pre_decoded, baseline, key)
+
+
 def ours_variants(snapshot: str) -> list[Variant]:
+    """The book layouts and decoders side by side. The references ("ours") are orjson + tick ladder
+    for text frames and the tick ladder for pre-decoded messages: what the broker runs for a future."""
     loads = orjson.loads
+    typed = msgspec.json.Decoder(_Envelope).decode
+    raw_env, raw_data = msgspec.json.Decoder(_RawEnvelope).decode, msgspec.json.Decoder(_BookData).decode
 
-    def make_full() -> tuple[Handler, Callable[[], Any]]:
-        book = OrderBook(INSTRUMENT)
-        book.apply(loads(snapshot)["params"]["data"])
+    def pre(msg: str) -> Any:
+        return loads(msg)["params"]["data"]
 
-        def handle(msg: str) -> None:
-            book.apply(loads(msg)["params"]["data"])
-            book.bids(10)
-            book.asks(10)
-
-        return handle, lambda: (book.bids(10), book.asks(10))
-
-    def make_decoded() -> tuple[Handler, Callable[[], Any]]:
-        book = OrderBook(INSTRUMENT)
-        book.apply(loads(snapshot)["params"]["data"])
-
-        def handle(msg: dict[str, Any]) -> None:
-            book.apply(msg["params"]["data"])
-            book.bids(10)
-            book.asks(10)
-
-        return handle, lambda: (book.bids(10), book.asks(10))
-
-    def make_apply() -> tuple[Handler, Callable[[], Any]]:
-        book = OrderBook(INSTRUMENT)
-        book.apply(loads(snapshot)["params"]["data"])
-
-        def handle(msg: dict[str, Any]) -> None:
-            book.apply(msg["params"]["data"])
-
-        return handle, lambda: (book.bids(10), book.asks(10))
+    def data(msg: Any) -> Any:
+        return msg
 
     return [
-        Variant("ours", "orjson + OrderBook.apply + top-10", make_full, None, "ours-full", "ours-full"),
-        Variant("ours", "OrderBook.apply + top-10 (pre-decoded)", make_decoded, loads, "ours-decoded",
-                "ours-decoded"),
-        Variant("ours", "OrderBook.apply only (pre-decoded)", make_apply, loads, "ours-decoded"),
+        _book_variant(snapshot, "ours", "orjson + tick ladder + top-10", lambda m: loads(m)["params"]["data"], TICK,
+                      baseline="ours-full", key="ours-full"),
+        _book_variant(snapshot, "ours", "orjson + dict/bisect + top-10", lambda m: loads(m)["params"]["data"], None,
+                      baseline="ours-full"),
+        _book_variant(snapshot, "ours", "msgspec typed Struct + tick ladder + top-10", lambda m: typed(m).params.data,
+                      TICK, baseline="ours-full"),
+        _book_variant(snapshot, "ours", "msgspec Raw envelope + typed data + ladder + top-10",
+                      lambda m: raw_data(raw_env(m).params.data), TICK, baseline="ours-full"),
+        _book_variant(snapshot, "ours", "tick ladder + top-10 (pre-decoded)", data, TICK, pre_decoded=pre,
+                      baseline="ours-decoded", key="ours-decoded"),
+        _book_variant(snapshot, "ours", "dict/bisect + top-10 (pre-decoded)", data, None, pre_decoded=pre,
+                      baseline="ours-decoded"),
+        _book_variant(snapshot, "ours", "tick ladder, apply only (pre-decoded)", data, TICK, read_top=False,
+                      pre_decoded=pre, baseline="ours-decoded"),
+        _book_variant(snapshot, "ours", "dict/bisect, apply only (pre-decoded)", data, None, read_top=False,
+                      pre_decoded=pre, baseline="ours-decoded"),
+    ]
+
+
+def broker_variants(snapshot: str) -> list[Variant]:
+    """The broker's real path, without the socket: ``WsTransport._on_frame`` (orjson decode of the
+    whole frame, routing) -> ``Deribit._on_notification`` -> the broker's channel -> the LiveBook's
+    ``OrderBook.apply`` (a tick ladder: the tick size comes from the client's instrument cache, as
+    in production), then a top-10 read; also with one ``live.updated`` callback doing the read."""
+    from deribit_kit.broker.broker import Broker, _Channel
+    from deribit_kit.client import Deribit
+    from deribit_kit.models import Instrument
+    from deribit_kit.transport.ws import WsTransport
+
+    def factory(callback: bool) -> Callable[[], tuple[Handler, Callable[[], Any]]]:
+        def make() -> tuple[Handler, Callable[[], Any]]:
+            client = Deribit()
+            client._instruments[INSTRUMENT] = msgspec.convert(INSTRUMENT_INFO, Instrument)
+            transport = WsTransport("ws://bench.invalid", on_notification=client._on_notification)
+            broker = Broker(client)
+            st = broker._channels[CHANNEL] = _Channel(broker, CHANNEL)
+            st.upstream, st.refs = True, 1
+            live = broker._ensure_book(st)
+            client._listeners[CHANNEL] = {st}
+            on_frame = transport._on_frame
+            on_frame(snapshot)
+            assert live.book.layout == "ladder" and live.book.is_live
+            book = live.book
+            if callback:
+                def on_update(lb: Any) -> None:
+                    b = lb.book
+                    b.bids(10)
+                    b.asks(10)
+
+                live.updated += on_update
+
+                def handle(msg: Any) -> None:
+                    on_frame(msg)
+            else:
+                bids, asks = book.bids, book.asks
+
+                def handle(msg: Any) -> None:
+                    on_frame(msg)
+                    bids(10)
+                    asks(10)
+
+            return handle, lambda: (book.bids(10), book.asks(10))
+
+        return make
+
+    return [
+        Variant("broker", "frame -> client -> broker -> LiveBook + top-10", factory(False),
+                baseline="ours-full", key="broker"),
+        Variant("broker", "same, top-10 read in a live.updated callback", factory(True), baseline="ours-full"),
     ]
 
 
@@ -214,10 +336,10 @@ def ccxt_variants(snapshot: str) -> list[Variant]:
             self.on_message_callback = exchange.handle_message
 
     exchange_cls = ccxt.pro.deribit
-    template = exchange_cls()  # building an exchange object is slow (~1 s): reuse one, reset its books
+    # building an exchange object is slow (~1 s): one per variant (they run interleaved), books reset
+    templates = [exchange_cls(), exchange_cls()]
 
-    def fresh() -> tuple[Any, FakeClient]:
-        ex = template
+    def fresh(ex: Any) -> tuple[Any, FakeClient]:
         ex.orderbooks = {}
         client = FakeClient(ex)
         client.handle_text_or_binary_message(snapshot)
@@ -231,7 +353,7 @@ def ccxt_variants(snapshot: str) -> list[Variant]:
         return read
 
     def make_full() -> tuple[Handler, Callable[[], Any]]:
-        ex, client = fresh()
+        ex, client = fresh(templates[0])
         books = ex.orderbooks
         on_text = client.handle_text_or_binary_message
 
@@ -244,7 +366,7 @@ def ccxt_variants(snapshot: str) -> list[Variant]:
         return handle, top(ex)
 
     def make_decoded() -> tuple[Handler, Callable[[], Any]]:
-        ex, client = fresh()
+        ex, client = fresh(templates[1])
         books = ex.orderbooks
         on_message = ex.handle_message
 
@@ -273,12 +395,7 @@ def cryptofeed_variants(snapshot: str) -> list[Variant]:
         print(f"cryptofeed not importable ({exc!r}): skipped (pip install cryptofeed to include it)")
         return []
 
-    instrument = {
-        "tick_size": TICK, "tick_size_steps": [], "settlement_period": "perpetual",
-        "quote_currency": "USD", "kind": "future", "instrument_name": INSTRUMENT,
-        "expiration_timestamp": 32503708800000, "base_currency": "BTC",
-    }
-    syms, info = Deribit._parse_symbol_data([{"result": [instrument]}])
+    syms, info = Deribit._parse_symbol_data([{"result": [INSTRUMENT_INFO]}])
     Symbols.set(Deribit.id, syms, info)  # no REST symbol download
 
     def run(coro: Any) -> None:
@@ -339,25 +456,32 @@ def cryptofeed_variants(snapshot: str) -> list[Variant]:
 # ---------------------------------------------------------------------------- timing
 
 
-def measure(variants: list[Variant], messages: list[str], reps: int) -> None:
+def measure(variants: list[Variant], messages: list[str], reps: int, chunk: int) -> None:
+    """Each repetition feeds every variant the whole chain, ``chunk`` messages at a time in turn
+    (the first variant of each turn rotates), so that load on a shared machine hits all alike."""
     inputs = {id(v): [v.pre_decoded(m) for m in messages] if v.pre_decoded else messages for v in variants}
     pc, cpu = time.perf_counter_ns, time.process_time_ns
+    n, k = len(messages), len(variants)
     for rep in range(reps + 1):  # repetition 0 warms up and is not recorded
-        for v in variants:
-            handle, top = v.make()
-            msgs = inputs[id(v)]
-            samples = [0] * len(msgs)
-            gc.collect()
-            c0 = cpu()
-            for i, m in enumerate(msgs):
-                t0 = pc()
-                handle(m)
-                samples[i] = pc() - t0
-            c1 = cpu()
+        handlers = [v.make() for v in variants]
+        samples = [[0] * n for _ in variants]
+        spent = [0] * k
+        gc.collect()
+        for turn, start in enumerate(range(0, n, chunk)):
+            stop = min(n, start + chunk)
+            for j in [(turn + x) % k for x in range(k)]:
+                handle, msgs, times = handlers[j][0], inputs[id(variants[j])], samples[j]
+                c0 = cpu()
+                for i in range(start, stop):
+                    t0 = pc()
+                    handle(msgs[i])
+                    times[i] = pc() - t0
+                spent[j] += cpu() - c0
+        for j, v in enumerate(variants):
             if rep:
-                v.cpu_us.append((c1 - c0) / len(msgs) / 1000)
-                v.samples_ns.extend(samples)
-            v.final_top = top()
+                v.cpu_us.append(spent[j] / n / 1000)
+                v.samples_ns.extend(samples[j])
+            v.final_top = handlers[j][1]()
 
 
 def pct(sorted_values: list[int], q: float) -> float:
@@ -379,6 +503,29 @@ def report(variants: list[Variant]) -> None:
               f"{pct(s, 0.5):>7.1f} {pct(s, 0.99):>7.1f} {ratio:>8.2f}x")
     print("'vs ours' = CPU per message / ours with the same input (text frame, or pre-decoded);"
           " >1 is slower than ours.")
+
+
+def check_target(variants: list[Variant], factor: float = 4.0) -> bool:
+    """Issue 5: ours at least ``factor`` times cheaper per message than every anchor fed the same
+    text frames (ccxt, cryptofeed), in this run: the median over repetitions of the paired ratio."""
+    ours = [v for v in variants if v.key in ("ours-full", "broker")]
+    anchors = [v for v in variants if v.group in ("ccxt", "cryptofeed") and v.pre_decoded is None]
+    if not anchors:
+        print("no ccxt/cryptofeed anchors importable: the target cannot be checked")
+        return False
+    print(f"\n{factor:g}x target: anchor CPU per message / ours on the same text frames, per repetition: "
+          "median [min-max]")
+    met = True
+    for o in ours:
+        for a in anchors:
+            ratios = sorted(x / y for x, y in zip(a.cpu_us, o.cpu_us, strict=True))
+            ratio = statistics.median(ratios)
+            met &= ratio >= factor
+            verdict = "met" if ratio >= factor else "NOT met"
+            print(f"  {o.group:<6} vs {a.group:<10} {a.name:<48} {ratio:5.2f}x [{ratios[0]:4.2f}-{ratios[-1]:4.2f}] "
+                  f"{verdict}")
+    print(f"{factor:g}x target vs ccxt and cryptofeed:", "MET" if met else "NOT MET")
+    return met
 
 
 def check_consistency(variants: list[Variant]) -> None:
@@ -443,6 +590,8 @@ def main() -> None:
     ap.add_argument("--messages", type=int, default=2000, help="change messages per chain")
     ap.add_argument("--reps", type=int, default=7, help="recorded repetitions (plus one warm-up)")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--chunk", type=int, default=0,
+                    help="messages per variant per turn (default 0: the whole chain, as the baselines were measured)")
     args = ap.parse_args()
 
     t_start = time.perf_counter()
@@ -451,11 +600,13 @@ def main() -> None:
     print(f"Python {sys.version.split()[0]}, orjson {orjson.__version__}; stream: {CHANNEL}, snapshot "
           f"{LEVELS} levels/side ({len(snapshot) / 1024:.0f} KB), {len(messages)} changes x {PER_SIDE} "
           f"levels/side, avg {avg:.0f} B; {args.reps} reps + 1 warm-up")
-    variants = ours_variants(snapshot) + ccxt_variants(snapshot) + cryptofeed_variants(snapshot)
-    measure(variants, messages, args.reps)
+    variants = (ours_variants(snapshot) + broker_variants(snapshot) + ccxt_variants(snapshot)
+                + cryptofeed_variants(snapshot))
+    measure(variants, messages, args.reps, args.chunk or len(messages))
     print()
     report(variants)
     check_consistency(variants)
+    check_target(variants)
     fan_out(snapshot, messages[0], args.reps)
     print(f"\ntotal run time {time.perf_counter() - t_start:.1f} s")
 

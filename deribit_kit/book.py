@@ -16,14 +16,27 @@ A change that does not continue the chain is never applied: :meth:`OrderBook.app
 (:meth:`OrderBook.apply_snapshot`). While the book waits for that snapshot, further changes are
 discarded without counting more gaps.
 
-Layout, chosen by measurement (``bench/book_ingest.py``, perf-baselines table row 2): per side a
-``dict`` price -> amount plus a ``bisect``-sorted ``list`` of prices, both ascending. Bids are read
-from the end of their list, so the best levels of both sides sit where inserts are cheap and a
-top-N read is one slice. Prices and amounts are ``float`` (never ``Decimal``).
+Layout, chosen by measurement (``bench/book_ingest.py``, perf-baselines table row 2), per side:
+
+* ``tick_size`` given (an instrument on one fixed price grid, e.g. a future; the broker passes
+  it): a **tick ladder**, a ``list`` whose slot ``i`` holds the ``(price, amount)`` level ``i``
+  ticks away from an origin beyond the best price, or ``None``; a dict maps each price seen to
+  its slot. Slots grow away from the other side, so on both sides the best level is the lowest
+  occupied slot, kept in a pointer, and a top-N read is a slice from it. A price outside the list
+  re-bases it (rebuilt around the side's levels with spare room), which is rare. A side that would
+  span more than ``_MAX_SLOTS`` ticks, or meets two prices on one tick (a wrong ``tick_size``),
+  turns into the other layout; so does a snapshot side whose best 16 levels spread over more than
+  ``_MAX_TOP_SPAN`` ticks (reads would walk too many empty slots).
+* otherwise (no tick, or options with ``tick_size_steps``): a ``dict`` price -> amount plus a
+  ``bisect``-sorted ``list`` of prices, both ascending; bids are read from the end of the list.
+
+:attr:`OrderBook.layout` tells which one a book uses; both hold exactly the prices given. Prices
+and amounts are JSON numbers, kept as ``float`` (never ``Decimal``); levels are returned as
+``(price, amount)`` tuples in book order.
 
 ::
 
-    book = OrderBook("BTC-PERPETUAL")
+    book = OrderBook("BTC-PERPETUAL", tick_size=0.5)
     book.apply(snapshot_data)          # params.data of a book.BTC-PERPETUAL.100ms notification
     book.apply(change_data)            # True, or False on a gap (book.state == "resyncing")
     book.best_bid, book.spread, book.vwap(50_000, "buy"), book.to_frame(20)
@@ -33,7 +46,12 @@ from __future__ import annotations
 
 import html
 from bisect import bisect_left, insort
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from heapq import nlargest, nsmallest
+from itertools import chain, compress, islice, repeat
+from itertools import count as counter
+from math import isfinite
+from operator import is_not
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 if TYPE_CHECKING:
@@ -47,37 +65,291 @@ RESYNCING: Final = "resyncing"
 STALE: Final = "stale"
 
 Level = tuple[float, float]
+Entries = Iterable[Sequence[Any]]
+
+_MAX_SLOTS = 1 << 18  # a ladder side never spans more ticks than this (2 x 2 MB of lists)
+_MAX_TOP_SPAN = 256  # ticks: when a snapshot's best 16 levels spread wider, reads would walk many empty slots
+_ROOM = 64  # least number of free slots left beyond each end of a ladder side when it is (re)built
+_CHUNK = 64  # slots looked at per step when skipping empty slots
 
 
-def _apply_side(levels: dict[float, float], prices: list[float], entries: Iterable[Sequence[Any]]) -> int:
-    """Apply ``[action, price, amount]`` entries to one side; return the number of unknown deletes."""
-    unknown = 0
-    for action, price, amount in entries:
-        if amount and action != "delete":
-            if price in levels:
-                levels[price] = float(amount)
-            else:
-                price = float(price)
-                insort(prices, price)
-                levels[price] = float(amount)
-        elif price in levels:
-            del levels[price]
-            del prices[bisect_left(prices, price)]
-        elif action == "delete":
-            unknown += 1
-    return unknown
+class _Misfit(Exception):
+    """A ladder side cannot hold a price: the book turns it into a sorted side, which applies ``rest``."""
+
+    def __init__(self, unknown: int, rest: Entries) -> None:
+        super().__init__()
+        self.unknown = unknown  # unknown deletes among the entries applied before
+        self.rest = rest  # the entry that did not fit, then the ones after it
+
+
+def _seek(slots: list[Level | None], i: int) -> int:
+    """The first slot from ``i`` on that is not ``None`` (``len(slots)`` if none)."""
+    size = len(slots)
+    end = min(i + 8, size)
+    while i < end:  # the next level is usually a tick or two away
+        if slots[i] is not None:
+            return i
+        i += 1
+    while i < size:  # a sparse stretch: skip empty chunks at C speed
+        chunk = slots[i : i + _CHUNK]
+        if chunk.count(None) < len(chunk):
+            return next(compress(counter(i), map(is_not, chunk, repeat(None))))
+        i += _CHUNK
+    return size
+
+
+class _Ladder:
+    """One side on a fixed tick grid.
+
+    ``slots[i]`` is the ``(price, amount)`` level ``i`` ticks from ``origin``, away from the other
+    side (bids downwards, asks upwards), or ``None``: ``i = round((price - origin) * scale)``.
+    ``first`` is the lowest occupied slot (the best level), ``count`` the number of levels.
+    ``index`` remembers the slot of each price seen since the last layout (hashing a float is
+    cheaper than rounding it) and ``owners`` the price of each slot in ``index``: one slot, one
+    price, or the tick is not this book's grid.
+    """
+
+    __slots__ = ("best_price", "count", "first", "index", "origin", "owners", "scale", "slots")
+
+    def __init__(self, tick: float, desc: bool) -> None:
+        self.scale = -1.0 / tick if desc else 1.0 / tick
+        self.origin = 0.0
+        self.slots: list[Level | None] = []
+        self.owners: list[float | None] = []
+        self.index: dict[float, int] = {}
+        self.first = 0
+        self.count = 0
+        self.best_price: float | None = None
+
+    @classmethod
+    def build(cls, tick: float, desc: bool, levels: list[Level]) -> _Ladder | None:
+        """A ladder side holding ``levels`` (distinct prices), or ``None`` when they do not fit one
+        or are too sparse at the top (a sorted side reads those faster)."""
+        side = cls(tick, desc)
+        if levels:
+            prices = [p for p, _ in levels]
+            top = nlargest(16, prices) if desc else nsmallest(16, prices)
+            if abs(top[-1] - top[0]) > _MAX_TOP_SPAN * tick or not side._place(levels):
+                return None
+        return side
+
+    def _place(self, levels: list[Level], extra: float | None = None) -> bool:
+        """Lay the side out anew: ``levels`` (distinct prices, any order) with room for ``extra``
+        and spare slots beyond both ends. False (and nothing changed) when they do not fit."""
+        prices = [p for p, _ in levels]
+        if extra is not None:
+            prices.append(extra)
+        scale = self.scale
+        lo, hi = min(prices), max(prices)
+        span = round((hi - lo) * abs(scale))
+        room = max(_ROOM, span // 4)
+        size = span + 2 * room + 1
+        if size > _MAX_SLOTS:
+            return False
+        origin = (hi if scale < 0 else lo) - room / scale  # the best price sits at slot ``room``
+        slots: list[Level | None] = [None] * size
+        owners: list[float | None] = [None] * size
+        index: dict[float, int] = {}
+        for level in levels:
+            p = level[0]
+            i = round((p - origin) * scale)
+            if owners[i] is not None:  # two prices on one tick
+                return False
+            slots[i], owners[i], index[p] = level, p, i
+        self.origin, self.slots, self.owners, self.index = origin, slots, owners, index
+        self.count = len(levels)
+        self.first = _seek(slots, 0)
+        self.best_price = slots[self.first][0] if levels else None  # type: ignore[index]
+        return True
+
+    def _slot(self, price: float) -> int:
+        """The slot of a price not in ``index`` yet, now remembered; ``-1`` when it lies beyond the
+        ladder, ``-2`` when another price has it (raises for a price that is not a finite number)."""
+        i = round((price - self.origin) * self.scale)
+        if not 0 <= i < len(self.slots):
+            return -1
+        if self.owners[i] is not None:
+            return -2
+        self.owners[i] = price
+        self.index[price] = i
+        return i
+
+    def apply(self, entries: Entries) -> int:
+        """Apply ``[action, price, amount]`` entries; return the number of unknown deletes.
+
+        Raises :class:`_Misfit`, after applying the entries before it, at a price the ladder
+        cannot hold.
+        """
+        slots, index = self.slots, self.index
+        first, count = self.first, self.count
+        unknown = 0
+        it = iter(entries)
+        for action, price, amount in it:
+            try:
+                i = index[price]
+            except KeyError:
+                if not amount or action == "delete":
+                    if action == "delete":
+                        unknown += 1
+                    continue
+                i = self._slot(price)
+                if i < 0:  # beyond the ladder (lay it out again with room, then go on) or off the grid
+                    self.first, self.count = first, count
+                    rest = chain(((action, price, amount),), it)
+                    if i == -2 or not self._place(list(filter(None, slots)), float(price)):
+                        raise _Misfit(unknown, rest) from None
+                    return unknown + self.apply(rest)
+            old = slots[i]
+            if amount and action != "delete":
+                # ``x + 0.0``: a float of an int, faster than float(x) and the float itself otherwise
+                slots[i] = (price + 0.0, amount + 0.0)
+                if old is None:
+                    count += 1
+                    if i < first:
+                        first = i
+            elif old is not None:
+                slots[i] = None
+                count -= 1
+            elif action == "delete":
+                unknown += 1
+        if count:
+            if slots[first] is None:  # the best level went: the next one is close by
+                first = _seek(slots, first)
+            self.best_price = slots[first][0]  # type: ignore[index]
+        else:
+            first = len(slots)  # empty: any insert lowers it
+            self.best_price = None
+        self.first, self.count = first, count
+        return unknown
+
+    def __len__(self) -> int:
+        return self.count
+
+    def best(self) -> Level | None:
+        return self.slots[self.first] if self.count else None
+
+    def head(self, n: int) -> list[Level]:
+        """The best ``n`` (> 0) levels."""
+        slots, i = self.slots, self.first
+        end = i + 2 * n + 8
+        out = list(islice(filter(None, slots[i:end]), n))
+        if len(out) < n and len(out) < self.count:  # a sparse stretch: look further, in growing windows
+            want, step = min(n, self.count), end - i
+            while len(out) < want:
+                i, step = end, 2 * step
+                end = i + step
+                out += islice(filter(None, slots[i:end]), n - len(out))
+        return out
+
+    def all(self) -> list[Level]:
+        return list(filter(None, self.slots[self.first :])) if self.count else []
+
+    def __iter__(self) -> Iterator[Level]:
+        return filter(None, islice(self.slots, self.first, None))
+
+    def get(self, price: float) -> float:
+        i = self.index.get(price)  # every level's price is in the index
+        level = None if i is None else self.slots[i]
+        return 0.0 if level is None else level[1]
+
+
+class _Sorted:
+    """One side as a dict price -> amount plus the prices in a ``bisect``-sorted ascending list."""
+
+    __slots__ = ("best_price", "desc", "levels", "prices")
+
+    def __init__(self, desc: bool, levels: Iterable[Level] = ()) -> None:
+        self.desc = desc  # bids: the best price is the last one of ``prices``
+        self.levels = dict(levels)
+        self.prices = sorted(self.levels)
+        self.best_price: float | None = None
+        if self.prices:
+            self.best_price = self.prices[-1] if desc else self.prices[0]
+
+    def apply(self, entries: Entries) -> int:
+        """Apply ``[action, price, amount]`` entries; return the number of unknown deletes."""
+        levels, prices = self.levels, self.prices
+        unknown = 0
+        for action, price, amount in entries:
+            if amount and action != "delete":
+                if price in levels:
+                    levels[price] = amount + 0.0  # a float, as in the ladder's loop
+                else:
+                    price += 0.0
+                    insort(prices, price)
+                    levels[price] = amount + 0.0
+            elif price in levels:
+                del levels[price]
+                del prices[bisect_left(prices, price)]
+            elif action == "delete":
+                unknown += 1
+        if prices:
+            self.best_price = prices[-1] if self.desc else prices[0]
+        else:
+            self.best_price = None
+        return unknown
+
+    def __len__(self) -> int:
+        return len(self.prices)
+
+    def best(self) -> Level | None:
+        p = self.best_price
+        return None if p is None else (p, self.levels[p])
+
+    def head(self, n: int) -> list[Level]:
+        """The best ``n`` (> 0) levels."""
+        levels = self.levels
+        if self.desc:
+            return [(p, levels[p]) for p in self.prices[: -n - 1 : -1]]
+        return [(p, levels[p]) for p in self.prices[:n]]
+
+    def all(self) -> list[Level]:
+        return list(self)
+
+    def __iter__(self) -> Iterator[Level]:
+        levels = self.levels
+        return ((p, levels[p]) for p in (reversed(self.prices) if self.desc else self.prices))
+
+    def get(self, price: float) -> float:
+        return self.levels.get(price, 0.0)
+
+
+Side = _Ladder | _Sorted
+
+
+def _side(tick: float | None, desc: bool, levels: list[Level]) -> Side:
+    """A ladder side when a tick is known and the levels (distinct prices) fit one, else a sorted side."""
+    if tick is not None:
+        ladder = _Ladder.build(tick, desc, levels)
+        if ladder is not None:
+            return ladder
+    return _Sorted(desc, levels)
+
+
+def _valid_tick(tick: float | None) -> float | None:
+    if tick is None:
+        return None
+    tick = float(tick)
+    if not (tick > 0 and isfinite(tick)):
+        raise ValueError(f"tick_size must be a positive number or None, not {tick!r}")
+    return tick
 
 
 class OrderBook:
-    """L2 book of one instrument, updated in place from snapshot and change messages."""
+    """L2 book of one instrument, updated in place from snapshot and change messages.
+
+    ``tick_size`` is the instrument's price grid when it is one fixed grid (a future's
+    ``Instrument.tick_size``; not options, whose ``tick_size_steps`` change it): both sides are then
+    kept as tick ladders, else as a dict plus a sorted price list (see the module docs). Either
+    way the book holds exactly the prices it was given.
+    """
 
     __slots__ = (
-        "_ask_prices",
         "_asks",
-        "_bid_prices",
         "_bids",
         "_is_crossed",
         "_synced",
+        "_tick_size",
         "change_id",
         "changes",
         "crossed",
@@ -91,12 +363,11 @@ class OrderBook:
         "unknown_deletes",
     )
 
-    def __init__(self, instrument_name: str = "") -> None:
+    def __init__(self, instrument_name: str = "", tick_size: float | None = None) -> None:
         self.instrument_name: str = instrument_name
-        self._bids: dict[float, float] = {}
-        self._asks: dict[float, float] = {}
-        self._bid_prices: list[float] = []  # ascending; best bid is the last element
-        self._ask_prices: list[float] = []  # ascending; best ask is the first element
+        self._tick_size = _valid_tick(tick_size)
+        self._bids: Side = _side(self._tick_size, True, [])
+        self._asks: Side = _side(self._tick_size, False, [])
         self._synced = False  # a snapshot was applied and the chain has not broken since
         self._is_crossed = False
         self.state: str = SYNCING
@@ -109,6 +380,23 @@ class OrderBook:
         self.crossed = 0
         self.unknown_deletes = 0
         self.discarded = 0
+
+    @property
+    def tick_size(self) -> float | None:
+        """The price grid the sides are laid out on (``None``: no fixed grid)."""
+        return self._tick_size
+
+    @tick_size.setter
+    def tick_size(self, tick: float | None) -> None:
+        self._tick_size = tick = _valid_tick(tick)
+        self._bids = _side(tick, True, self._bids.all())
+        self._asks = _side(tick, False, self._asks.all())
+
+    @property
+    def layout(self) -> str:
+        """``"ladder"`` (both sides tick ladders), ``"sorted"`` (dict + sorted prices) or ``"mixed"``."""
+        kinds = {type(self._bids), type(self._asks)}
+        return "mixed" if len(kinds) > 1 else "ladder" if _Ladder in kinds else "sorted"
 
     # ------------------------------------------------------------------ updates
 
@@ -125,8 +413,14 @@ class OrderBook:
         if kind == "change":
             if not self._synced or data.get("prev_change_id") != self.change_id:
                 return self._reject(data)
-            unknown = _apply_side(self._bids, self._bid_prices, data["bids"])
-            unknown += _apply_side(self._asks, self._ask_prices, data["asks"])
+            try:
+                unknown = self._bids.apply(data["bids"])
+            except _Misfit as exc:
+                unknown = self._demote(True, exc)
+            try:
+                unknown += self._asks.apply(data["asks"])
+            except _Misfit as exc:
+                unknown += self._demote(False, exc)
             if unknown:
                 self.unknown_deletes += unknown
             self.change_id = data["change_id"]
@@ -148,6 +442,15 @@ class OrderBook:
             )
             return True
         raise ValueError(f"unknown book message type {kind!r}")
+
+    def _demote(self, bids: bool, misfit: _Misfit) -> int:
+        """Turn a ladder side that cannot hold a price into a sorted one; apply the rest there."""
+        side = _Sorted(bids, (self._bids if bids else self._asks).all())
+        if bids:
+            self._bids = side
+        else:
+            self._asks = side
+        return misfit.unknown + side.apply(misfit.rest)
 
     def apply_snapshot(
         self,
@@ -194,10 +497,9 @@ class OrderBook:
         change_id: int,
         timestamp: int,
     ) -> None:
-        self._bids = {float(p): float(a) for p, a in bids if a}
-        self._asks = {float(p): float(a) for p, a in asks if a}
-        self._bid_prices = sorted(self._bids)
-        self._ask_prices = sorted(self._asks)
+        tick = self._tick_size
+        self._bids = _side(tick, True, list({float(p): float(a) for p, a in bids if a}.items()))
+        self._asks = _side(tick, False, list({float(p): float(a) for p, a in asks if a}.items()))
         self.change_id = change_id
         self.last_update_ms = timestamp
         if self.snapshots:
@@ -209,8 +511,8 @@ class OrderBook:
         self._after_update()
 
     def _after_update(self) -> None:
-        bp, ap = self._bid_prices, self._ask_prices
-        if bp and ap and bp[-1] >= ap[0]:
+        bp, ap = self._bids.best_price, self._asks.best_price
+        if bp is not None and ap is not None and bp >= ap:
             if not self._is_crossed:
                 self._is_crossed = True
                 self.crossed += 1
@@ -225,8 +527,8 @@ class OrderBook:
     @property
     def is_crossed(self) -> bool:
         """Best bid >= best ask (the book must not be trusted)."""
-        bp, ap = self._bid_prices, self._ask_prices
-        return bool(bp and ap and bp[-1] >= ap[0])
+        bp, ap = self._bids.best_price, self._asks.best_price
+        return bp is not None and ap is not None and bp >= ap
 
     @property
     def is_live(self) -> bool:
@@ -234,63 +536,53 @@ class OrderBook:
 
     @property
     def n_bids(self) -> int:
-        return len(self._bid_prices)
+        return len(self._bids)
 
     @property
     def n_asks(self) -> int:
-        return len(self._ask_prices)
+        return len(self._asks)
 
     @property
     def best_bid(self) -> Level | None:
-        if not self._bid_prices:
-            return None
-        p = self._bid_prices[-1]
-        return (p, self._bids[p])
+        return self._bids.best()
 
     @property
     def best_ask(self) -> Level | None:
-        if not self._ask_prices:
-            return None
-        p = self._ask_prices[0]
-        return (p, self._asks[p])
+        return self._asks.best()
 
     @property
     def best_bid_price(self) -> float | None:
-        return self._bid_prices[-1] if self._bid_prices else None
+        return self._bids.best_price
 
     @property
     def best_ask_price(self) -> float | None:
-        return self._ask_prices[0] if self._ask_prices else None
+        return self._asks.best_price
 
     @property
     def spread(self) -> float | None:
-        if not self._bid_prices or not self._ask_prices:
+        bp, ap = self._bids.best_price, self._asks.best_price
+        if bp is None or ap is None:
             return None
-        return self._ask_prices[0] - self._bid_prices[-1]
+        return ap - bp
 
     @property
     def mid(self) -> float | None:
-        if not self._bid_prices or not self._ask_prices:
+        bp, ap = self._bids.best_price, self._asks.best_price
+        if bp is None or ap is None:
             return None
-        return (self._ask_prices[0] + self._bid_prices[-1]) / 2.0
+        return (ap + bp) / 2.0
 
     def bids(self, n: int | None = None) -> list[Level]:
         """Bid levels, best (highest) first; the top ``n`` or all."""
-        levels = self._bids
         if n is None:
-            return [(p, levels[p]) for p in reversed(self._bid_prices)]
-        if n <= 0:
-            return []
-        return [(p, levels[p]) for p in self._bid_prices[: -n - 1 : -1]]
+            return self._bids.all()
+        return self._bids.head(n) if n > 0 else []
 
     def asks(self, n: int | None = None) -> list[Level]:
         """Ask levels, best (lowest) first; the top ``n`` or all."""
-        levels = self._asks
         if n is None:
-            return [(p, levels[p]) for p in self._ask_prices]
-        if n <= 0:
-            return []
-        return [(p, levels[p]) for p in self._ask_prices[:n]]
+            return self._asks.all()
+        return self._asks.head(n) if n > 0 else []
 
     def depth(self, n: int = 10) -> tuple[list[Level], list[Level]]:
         """``(bids(n), asks(n))``."""
@@ -299,12 +591,12 @@ class OrderBook:
     def volume_at(self, price: float, side: Literal["bid", "ask"] | None = None) -> float:
         """Amount resting at ``price`` (on ``side``, or on whichever side holds it); 0.0 if none."""
         if side == "bid":
-            return self._bids.get(price, 0.0)
+            return self._bids.get(price)
         if side == "ask":
-            return self._asks.get(price, 0.0)
+            return self._asks.get(price)
         if side is not None:
             raise ValueError(f"side must be 'bid', 'ask' or None, not {side!r}")
-        return self._bids.get(price) or self._asks.get(price, 0.0)
+        return self._bids.get(price) or self._asks.get(price)
 
     def vwap(self, size: float, side: Literal["buy", "sell"]) -> float | None:
         """Average price to buy ``size`` from the asks (``"buy"``) or sell it into the bids (``"sell"``).
@@ -314,15 +606,14 @@ class OrderBook:
         if size <= 0:
             raise ValueError("size must be positive")
         if side == "buy":
-            levels, prices = self._asks, iter(self._ask_prices)
+            levels = iter(self._asks)
         elif side == "sell":
-            levels, prices = self._bids, reversed(self._bid_prices)
+            levels = iter(self._bids)
         else:
             raise ValueError(f"side must be 'buy' or 'sell', not {side!r}")
         left = size
         cost = 0.0
-        for p in prices:
-            a = levels[p]
+        for p, a in levels:
             if a >= left:
                 cost += p * left
                 return cost / size
@@ -341,10 +632,9 @@ class OrderBook:
 
     def snapshot_levels(self) -> dict[str, list[list[float]]]:
         """The whole book as ``{"bids": [[price, amount], ...], "asks": [...]}`` in book order."""
-        bids, asks = self._bids, self._asks
         return {
-            "bids": [[p, bids[p]] for p in reversed(self._bid_prices)],
-            "asks": [[p, asks[p]] for p in self._ask_prices],
+            "bids": [[p, a] for p, a in self._bids],
+            "asks": [[p, a] for p, a in self._asks],
         }
 
     def to_frame(self, n: int | None = None) -> pd.DataFrame:

@@ -1,14 +1,18 @@
-"""Tests for deribit_kit.book.OrderBook: chain continuity, states, counters, reads, and a
-hypothesis comparison against a trivial reference model."""
+"""Tests for deribit_kit.book.OrderBook: chain continuity, states, counters, reads, both layouts
+(dict + sorted prices, tick ladder) and a hypothesis comparison against a trivial reference model."""
 
 from __future__ import annotations
 
+import math
+from contextlib import ExitStack
 from typing import Any
+from unittest.mock import patch
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from deribit_kit import book as book_module
 from deribit_kit.book import LIVE, RESYNCING, STALE, SYNCING, OrderBook
 
 INSTRUMENT = "BTC-PERPETUAL"
@@ -48,9 +52,10 @@ def change(
     }
 
 
-@pytest.fixture
-def book() -> OrderBook:
-    b = OrderBook(INSTRUMENT)
+@pytest.fixture(params=[None, 0.5], ids=["sorted", "ladder"])
+def book(request: pytest.FixtureRequest) -> OrderBook:
+    """The same book in both layouts: every test using it runs on each."""
+    b = OrderBook(INSTRUMENT, tick_size=request.param)
     assert b.apply(snap([(100.0, 1.0), (99.5, 2.0), (99.0, 3.0)], [(100.5, 4.0), (101.0, 5.0), (102.0, 6.0)]))
     return b
 
@@ -359,6 +364,111 @@ def test_repr_html_shows_at_most_ten_rows() -> None:
     assert b._repr_html_().count("<tr>") == 1 + 10
 
 
+# ---------------------------------------------------------------------------- layouts
+
+
+def test_layout_follows_tick_size() -> None:
+    assert OrderBook().layout == "sorted" and OrderBook().tick_size is None
+    b = OrderBook(INSTRUMENT, tick_size=0.5)
+    assert b.layout == "ladder" and b.tick_size == 0.5
+    assert b.bids() == [] and b.best_ask is None and b.volume_at(1.0) == 0.0 and b.n_bids == 0
+    b.apply(snap([(100.0, 1.0)], [(100.5, 2.0)]))
+    assert b.layout == "ladder"
+    for bad in (0, -0.5, math.nan, math.inf):
+        with pytest.raises(ValueError):
+            OrderBook(tick_size=bad)
+
+
+def test_setting_tick_size_lays_the_book_out_again(book: OrderBook) -> None:
+    levels = book.snapshot_levels()
+    book.tick_size = 0.5
+    assert book.layout == "ladder" and book.snapshot_levels() == levels
+    assert book.apply(change(100, 101, bids=[["new", 99.75, 1.0]]))  # off the grid: turns sorted
+    assert book.layout == "mixed" and book.bids(2) == [(100.0, 1.0), (99.75, 1.0)]
+    book.tick_size = None
+    assert book.layout == "sorted" and book.n_bids == 4
+    book.tick_size = 0.25
+    assert book.layout == "ladder" and book.best_bid == (100.0, 1.0) and book.n_bids == 4
+
+
+def test_ladder_follows_large_moves() -> None:
+    b = OrderBook(INSTRUMENT, tick_size=0.5)
+    b.apply(snap([(100.0, 1.0), (99.5, 2.0)], [(100.5, 3.0), (101.0, 4.0)]))
+    # the market jumps far beyond both ends of the ladders, then the old levels go
+    assert b.apply(change(100, 101, bids=[["new", 5000.0, 5.0], ["delete", 100.0, 0], ["delete", 99.5, 0]],
+                          asks=[["delete", 100.5, 0], ["new", 5000.5, 6.0], ["delete", 101.0, 0]]))
+    assert b.layout == "ladder"
+    assert b.bids() == [(5000.0, 5.0)] and b.asks() == [(5000.5, 6.0)]
+    assert b.state == LIVE and b.unknown_deletes == 0
+    # levels far from the best, and a new best beyond the ladder's spare room
+    assert b.apply(change(101, 102, bids=[["new", 1.0, 1.0], ["new", 4999.5, 2.0]], asks=[["new", 9000.0, 1.0]]))
+    assert b.apply(change(102, 103, bids=[["new", 5000.25, 1.0]]))  # off the grid after all
+    assert b.bids() == [(5000.25, 1.0), (5000.0, 5.0), (4999.5, 2.0), (1.0, 1.0)]
+    assert b.asks() == [(5000.5, 6.0), (9000.0, 1.0)]
+    assert b.layout == "mixed"
+
+
+def test_ladder_too_wide_turns_sorted_midway() -> None:
+    b = OrderBook(INSTRUMENT, tick_size=0.5)
+    b.apply(snap([(100.0, 1.0)], [(101.0, 1.0)]))
+    far = 100.0 + 0.5 * book_module._MAX_SLOTS  # more ticks away than a ladder spans
+    ok = b.apply(change(100, 101, asks=[["delete", 7.0, 0], ["new", far, 2.0], ["delete", 8.0, 0],
+                                        ["change", 101.0, 3.0]]))
+    assert ok and b.layout == "mixed"  # the asks turned sorted; the bids are still a ladder
+    assert b.asks() == [(101.0, 3.0), (far, 2.0)]
+    assert b.unknown_deletes == 2  # counted before and after the switch
+    assert b.apply(change(101, 102, asks=[["delete", far, 0]], bids=[["new", 99.0, 1.0]]))
+    assert b.asks() == [(101.0, 3.0)] and b.bids() == [(100.0, 1.0), (99.0, 1.0)]
+
+
+def test_sparse_ladder() -> None:
+    """Levels tens of ticks apart: reads and the best level skip the empty slots."""
+    b = OrderBook(INSTRUMENT, tick_size=0.01)
+    bids = [(100.0 - 0.3 * k, 1.0 + k) for k in range(8)]  # 30 ticks apart
+    b.apply(snap(bids, [(200.0, 1.0), (201.0, 2.0)]))
+    assert b.layout == "ladder"
+    assert b.bids(3) == bids[:3] and b.bids() == bids and b.asks(5) == [(200.0, 1.0), (201.0, 2.0)]
+    # the best levels go: the next one is 60 and then 120 ticks further
+    assert b.apply(change(100, 101, bids=[["delete", bids[0][0], 0], ["delete", bids[1][0], 0]],
+                          asks=[["delete", 200.0, 0]]))
+    assert b.best_bid == bids[2] and b.best_ask == (201.0, 2.0) and b.n_bids == 6
+    assert b.apply(change(101, 102, bids=[["delete", p, 0] for p, _ in bids[3:7]]))
+    assert b.bids(10) == [bids[2], bids[7]] and b.bids(1) == [bids[2]]
+    assert b.vwap(3.0 + 2.0, "sell") == pytest.approx((bids[2][0] * 3.0 + bids[7][0] * 2.0) / 5.0)
+    assert b.apply(change(102, 103, asks=[["delete", 201.0, 0]]))
+    assert b.asks() == [] and b.best_ask is None and b.spread is None and b.asks(3) == []
+    assert b.apply(change(103, 104, asks=[["new", 250.0, 1.0]]))
+    assert b.asks() == [(250.0, 1.0)]
+
+
+def test_sparse_snapshot_is_laid_out_sorted() -> None:
+    """When the best levels lie far apart in ticks, a ladder would read slower than a sorted side."""
+    b = OrderBook(INSTRUMENT, tick_size=0.01)
+    b.apply(snap([(100.0 - 10 * k, 1.0) for k in range(5)], [(200.0, 1.0)]))
+    assert b.layout == "mixed" and b.bids(2) == [(100.0, 1.0), (90.0, 1.0)]
+
+
+def test_ladder_with_negative_prices() -> None:
+    """Spreads (combos) trade at negative prices too."""
+    b = OrderBook(tick_size=0.5)
+    b.apply(snap([(-1.0, 1.0), (-2.5, 2.0)], [(0.0, 3.0), (1.5, 4.0)]))
+    assert b.layout == "ladder"
+    assert b.apply(change(100, 101, bids=[["new", -0.5, 5.0]], asks=[["delete", 0.0, 0]]))
+    assert b.bids() == [(-0.5, 5.0), (-1.0, 1.0), (-2.5, 2.0)] and b.asks() == [(1.5, 4.0)]
+    assert b.volume_at(-1.0) == 1.0 and b.volume_at(0.0) == 0.0 and b.volume_at(math.nan) == 0.0
+
+
+def test_ladder_values_are_floats_even_when_json_had_ints() -> None:
+    b = OrderBook(tick_size=1.0)
+    b.apply({"type": "snapshot", "timestamp": 1, "instrument_name": "X", "change_id": 1,
+             "bids": [["new", 20987, 10]], "asks": [["new", 20999, 20]]})
+    b.apply({"type": "change", "timestamp": 2, "prev_change_id": 1, "instrument_name": "X",
+             "change_id": 2, "bids": [["new", 20986, 30], ["change", 20987, 11]], "asks": []})
+    assert b.bids() == [(20987.0, 11.0), (20986.0, 30.0)]
+    for p, a in b.bids() + b.asks():
+        assert type(p) is float and type(a) is float
+
+
 # ---------------------------------------------------------------------------- property test
 
 
@@ -449,6 +559,18 @@ step = st.one_of(
 )
 
 
+# layout name -> (tick_size, book module constants patched, whether the book must stay a ladder)
+LAYOUTS: dict[str, tuple[float | None, dict[str, int], bool]] = {
+    "sorted": (None, {}, False),
+    "ladder": (0.5, {}, True),
+    "ladder-quarter-tick": (0.25, {}, True),  # a finer grid than the prices use
+    "ladder-tight": (0.5, {"_ROOM": 1}, True),  # laid out again on most moves beyond its ends
+    "ladder-too-wide": (0.5, {"_ROOM": 1, "_MAX_SLOTS": 24}, False),  # outgrows the ladder: turns sorted
+    "ladder-wrong-tick": (1.0, {}, False),  # two prices on one tick: turns sorted
+}
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
 @settings(derandomize=True, max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     first=snapshot_step,
@@ -456,12 +578,20 @@ step = st.one_of(
     id_steps=st.lists(st.integers(1, 5), min_size=31, max_size=31),
 )
 def test_matches_reference_model(
-    first: tuple[Any, ...], steps: list[tuple[Any, ...]], id_steps: list[int]
+    layout: str, first: tuple[Any, ...], steps: list[tuple[Any, ...]], id_steps: list[int]
 ) -> None:
     """Random valid chains with gaps, replays and re-snapshots: same levels, state and counters as
     a dict model sorted at read time; gapped and replayed changes are rejected and change nothing."""
-    steps = [first, *steps]
-    book = OrderBook(INSTRUMENT)
+    tick, constants, stays_ladder = LAYOUTS[layout]
+    with ExitStack() as stack:
+        for name, value in constants.items():
+            stack.enter_context(patch.object(book_module, name, value))
+        _check_against_reference(OrderBook(INSTRUMENT, tick_size=tick), [first, *steps], id_steps, stays_ladder)
+
+
+def _check_against_reference(
+    book: OrderBook, steps: list[tuple[Any, ...]], id_steps: list[int], stays_ladder: bool
+) -> None:
     ref = ReferenceBook()
     exchange_id = 1_000  # the last change_id the "exchange" produced
     ts = 0
@@ -497,3 +627,9 @@ def test_matches_reference_model(
             assert book.change_id == msg["change_id"]
         best = book.best_bid
         assert best == (ref.sorted_bids()[0] if ref.bids else None)
+        assert book.best_ask == (ref.sorted_asks()[0] if ref.asks else None)
+        assert (book.n_bids, book.n_asks) == (len(ref.bids), len(ref.asks))
+        for p in (100.0, 104.5, 109.5, 110.0, 110.5, 115.0, 120.0):
+            assert book.volume_at(p) == ref.bids.get(p, ref.asks.get(p, 0.0))
+        if stays_ladder:
+            assert book.layout == "ladder"

@@ -36,7 +36,9 @@ from ..book import LIVE, RESYNCING, OrderBook
 from ..client import Deribit, Notification, Subscription
 from ..errors import DeribitKitError, SubscriptionError, ValidationError
 from ..events import Event
+from ..models import Instrument
 from ..wire.channels import ChannelError, parse_channel
+from ..wire.names import parse_instrument_name
 from .subscription import Consumer, Item, Policy
 
 __all__ = ["Broker", "LiveBook", "OptionChain"]
@@ -73,11 +75,11 @@ class LiveBook:
     intermediate ones when the reader is slow. ``close()`` releases it.
     """
 
-    def __init__(self, broker: Broker, instrument: str, channel: str) -> None:
+    def __init__(self, broker: Broker, instrument: str, channel: str, tick_size: float | None = None) -> None:
         self.broker = broker
         self.instrument = instrument
         self.channel = channel
-        self.book = OrderBook(instrument)
+        self.book = OrderBook(instrument, tick_size=tick_size)
         self.updated = Event("updated")
         self.version = 0
         self._waiter: asyncio.Future[None] | None = None
@@ -252,6 +254,21 @@ class OptionChain:
 
     def __hash__(self) -> int:
         return id(self)
+
+
+def _fixed_tick(inst: Instrument | None) -> float | None:
+    """The instrument's tick size when its prices lie on one fixed grid (not with ``tick_size_steps``)."""
+    if inst is None or inst.tick_size_steps or not inst.tick_size > 0:
+        return None
+    return inst.tick_size
+
+
+def _may_have_fixed_tick(name: str) -> bool:
+    """Futures and spot pairs have one tick size; options step theirs (worth no instrument lookup)."""
+    try:
+        return parse_instrument_name(name).kind != "option"
+    except ValueError:
+        return False
 
 
 def _expiry_matches(name: str, expiry_ms: int, expiry: str | int | None) -> bool:
@@ -467,11 +484,24 @@ class Broker:
         if st.live is None:
             info = parse_channel(st.name)
             inst = info.instrument or ""
-            st.live = LiveBook(self, inst, st.name)
+            cached = self.client._instruments.get(inst)
+            st.live = LiveBook(self, inst, st.name, _fixed_tick(cached))
             st.book_note = Notification(st.name, st.live)
             if info.interval == self.book_interval or inst not in self._books:
                 self._books[inst] = st.live
+            if cached is None and _may_have_fixed_tick(inst):
+                self._spawn(self._learn_tick(st.live))
         return st.live
+
+    async def _learn_tick(self, live: LiveBook) -> None:
+        """Look the instrument up; with one fixed tick size its book becomes a (faster) tick ladder."""
+        try:
+            tick = _fixed_tick(await self.client.instrument(live.instrument))
+        except DeribitKitError as exc:
+            log.debug("no tick size for %s (%s): its book stays a sorted dict", live.instrument, exc)
+            return
+        if tick is not None and live.book.tick_size is None:
+            live.book.tick_size = tick
 
     async def book(self, instrument: str, timeout: float | None = 10.0) -> LiveBook:
         """The live book of ``instrument`` (``book.{instrument}.100ms``), once synced from a snapshot."""

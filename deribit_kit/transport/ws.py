@@ -218,6 +218,15 @@ class WsTransport:
         except orjson.JSONDecodeError:
             self._bad_frame(frame, "not JSON")
             return
+        if type(msg) is dict and msg.get("method") == "subscription":  # the hot path, routed here at once
+            params = msg.get("params")
+            if type(params) is dict and type(channel := params.get("channel")) is str:
+                self.stats["notifications"] += 1
+                try:
+                    self.on_notification(channel, params.get("data"))
+                except Exception:
+                    log.exception("notification handler failed for %s", channel)
+                return
         if not isinstance(msg, dict):
             self._bad_frame(frame, "not a JSON object")
             return
