@@ -1,20 +1,23 @@
 # Everything a fresh machine needs, behind the README's two commands.
-#   make run   - the main job: the embedded exchange plus a live terminal view of a book
-#   make test  - the whole test suite (lint, types, tests)
+#   make run   - the main job: `deribit-kit demo` (embedded exchange, broker port, live dashboards)
+#   make test  - the whole test suite (lint, types, tests; browser tests need Debian's chromium)
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench clean sim
+.PHONY: run test lint bench bench-ui clean sim watch screenshots
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,dashboards]'
 	touch $(STAMP)
 
 run: $(STAMP)
+	$(VENV)/bin/deribit-kit demo
+
+watch: $(STAMP)
 	$(VENV)/bin/deribit-kit watch BTC-PERPETUAL
 
 sim: $(STAMP)
@@ -29,6 +32,13 @@ test: lint
 
 bench: $(STAMP)
 	$(PY) bench/sim_firehose.py
+
+bench-ui: $(STAMP)
+	$(PY) bench/dashboard_cpu.py
+
+# refresh the README's pictures (docs/screenshots/) from the browser tests
+screenshots: $(STAMP)
+	UPDATE_SCREENSHOTS=1 $(PY) -m pytest -q tests/test_ui_browser.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -4,6 +4,7 @@
     deribit-kit watch [INSTRUMENT] [--target sim|test|prod|URL]  a live terminal view of a book
     deribit-kit broker [--upstream sim|test|prod|URL] [--port N] [--certfile F --keyfile F]   the broker's port
     deribit-kit fault URL drop|skip INSTR|stop-heartbeats|latency MS|halt INSTR|resume INSTR|storm N
+    deribit-kit demo [--port 5006]                                 exchange + broker port + live dashboards
 """
 
 from __future__ import annotations
@@ -235,6 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("fault", choices=sorted(FAULTS))
     f.add_argument("values", nargs="*")
     f.set_defaults(func=run_fault)
+
+    from .ui.demo import add_parser as add_demo_parser  # no Panel import: the dashboards run in a child
+
+    add_demo_parser(sub)
     return p
 
 

@@ -109,11 +109,11 @@ class WsConnection:
         self.state: Any = None  # owned by the handler
 
     def send(self, payload: bytes) -> None:
-        if not self.closed:
+        if not self.closed and not self.transport.is_closing():
             self.transport.write(text_frame(payload))
 
     def send_frame(self, frame: bytes) -> None:
-        if not self.closed:
+        if not self.closed and not self.transport.is_closing():
             self.transport.write(frame)
 
     @property

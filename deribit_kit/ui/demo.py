@@ -1,0 +1,276 @@
+"""``deribit-kit demo``: the embedded exchange, the broker's WebSocket port and the dashboards.
+
+One process runs the embedded exchange and a broker (its own upstream client) serving its
+Deribit-compatible port; a ``panel serve`` child process serves ``dashboards/*.py`` and connects
+to the exchange as an ordinary client (``DERIBIT_TARGET`` = the exchange's URL, with its demo API
+key in ``DERIBIT_CLIENT_ID``/``DERIBIT_CLIENT_SECRET``). Ctrl-C (or SIGTERM) stops the child, the
+broker port, the client and the exchange, in that order. The child also dies with this process
+(Linux parent-death signal), so nothing is left behind if it is killed.
+
+Nothing here imports Panel: the child does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ..client import Deribit
+
+APPS = ("market", "options", "trading")
+READY_TIMEOUT = 90.0
+
+
+def dashboards_dir() -> Path:
+    """The ``dashboards/`` folder of the source checkout this package runs from."""
+    return Path(__file__).resolve().parents[2] / "dashboards"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def panel_command(files: list[Path], host: str, port: int) -> list[str]:
+    origins = {f"{host}:{port}", f"localhost:{port}", f"127.0.0.1:{port}"}
+    cmd = [sys.executable, "-m", "panel", "serve", *map(str, files), "--address", host, "--port", str(port)]
+    for origin in sorted(origins):
+        cmd.append(f"--allow-websocket-origin={origin}")
+    # a closed tab's session (and its periodic refresh) goes within seconds, not Bokeh's 15-30 s
+    cmd += ["--check-unused-sessions", "2000", "--unused-session-lifetime", "4000"]
+    return cmd
+
+
+async def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(timeout=5.0) as http:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"panel serve exited with code {proc.returncode}")
+            with contextlib.suppress(httpx.TransportError):
+                if (await http.get(url)).status_code == 200:
+                    return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the dashboards did not answer at {url} within {timeout:.0f} s")
+            await asyncio.sleep(0.25)
+
+
+def _stop_child(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    proc.terminate()  # only the pid this process started
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+async def run_demo(args: argparse.Namespace) -> None:
+    from ..broker.server import BrokerServer
+    from ..sim import Simulator
+
+    folder = Path(args.dashboards) if args.dashboards else dashboards_dir()
+    files = [folder / f"{name}.py" for name in APPS]
+    missing = [str(f) for f in files if not f.exists()]
+    if missing:
+        raise SystemExit(f"deribit-kit demo: dashboards not found: {', '.join(missing)} "
+                         "(run it from a source checkout, or pass --dashboards DIR)")
+    host = args.host
+    port = args.port or free_port(host)
+
+    sim = await Simulator(host, args.sim_port, seed=args.seed).start()
+    upstream: Deribit | None = None
+    server: BrokerServer | None = None
+    proc: subprocess.Popen[bytes] | None = None
+    log_file: Any = None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        acct = sim.demo_account
+        upstream = await Deribit.connect(sim.ws_url, client_id=acct.client_id, client_secret=acct.client_secret)
+        server = await BrokerServer(upstream.broker, host, args.broker_port).start()
+        env = {**os.environ, "DERIBIT_TARGET": sim.ws_url, "DERIBIT_CLIENT_ID": acct.client_id,
+               "DERIBIT_CLIENT_SECRET": acct.client_secret}
+        root = str(folder.resolve().parent)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+        env.pop("BOKEH_RESOURCES", None)  # "cdn" would make the pages reach out to the internet
+        log_file = None if args.verbose else tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed below)
+            prefix="deribit-kit-demo-", suffix=".log", delete=False)
+        proc = subprocess.Popen(panel_command(files, host, port), cwd=root, env=env,
+                                stdout=log_file, stderr=subprocess.STDOUT if log_file else None,
+                                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+        base = f"http://{host}:{port}"
+        waiter = asyncio.ensure_future(_wait_http(f"{base}/market", proc, READY_TIMEOUT))
+        stopper = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if not waiter.done():
+            waiter.cancel()
+            return
+        stopper.cancel()
+        try:
+            waiter.result()
+        except (RuntimeError, TimeoutError) as exc:
+            tail = Path(log_file.name).read_text(errors="replace")[-4000:] if log_file is not None else ""
+            raise SystemExit(f"deribit-kit demo: {exc}\n{tail}") from None
+        print("deribit-kit demo: the embedded exchange, the broker port and the dashboards are up.")
+        print(f"  Market:    {base}/market")
+        print(f"  Options:   {base}/options")
+        print(f"  Trading:   {base}/trading")
+        print(f"  Index:     {base}/")
+        print(f"  Broker:    {server.ws_url}   (Deribit-compatible WebSocket, public channels; "
+              f"metrics at {server.http_url}/metrics)")
+        print(f"  Exchange:  {sim.ws_url}   (API key {acct.client_id} / {acct.client_secret})")
+        if log_file is not None:
+            print(f"  Log:       {log_file.name}")
+        print("Ctrl-C stops everything.", flush=True)
+        watcher = asyncio.ensure_future(asyncio.to_thread(proc.wait))
+        stopper = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({watcher, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        if watcher.done():
+            print(f"deribit-kit demo: panel serve exited with code {proc.returncode}; stopping", file=sys.stderr)
+        else:
+            print("deribit-kit demo: stopping…", flush=True)
+    finally:
+        if proc is not None:
+            await asyncio.to_thread(_stop_child, proc)
+        if server is not None:
+            await server.stop()
+        if upstream is not None:
+            await upstream.close()
+        await sim.stop()
+        if log_file is not None:
+            log_file.close()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.remove_signal_handler(sig)
+    print("deribit-kit demo: stopped.", flush=True)
+
+
+def add_parser(sub: Any) -> None:
+    d = sub.add_parser("demo", help="the embedded exchange + broker port + live dashboards (Ctrl-C stops)")
+    d.add_argument("--host", default="127.0.0.1")
+    d.add_argument("--port", type=int, default=5006, help="dashboards port (0 picks a free one)")
+    d.add_argument("--broker-port", type=int, default=0, help="broker WebSocket port (0 picks a free one)")
+    d.add_argument("--sim-port", type=int, default=0, help="embedded exchange port (0 picks a free one)")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--dashboards", default=None, help="folder of the dashboard scripts (default: the checkout's)")
+    d.add_argument("--verbose", action="store_true", help="show panel serve's own log")
+    d.set_defaults(func=run_demo)
+
+
+class DemoProcess:
+    """``deribit-kit demo`` as a child process, for tests and benchmarks.
+
+        with DemoProcess(port=free_port()) as demo:
+            demo.urls["Market"], demo.urls["Broker"], demo.exchange_key
+
+    :meth:`start` waits (at most ``timeout`` s) for the line that says everything is up and parses
+    the printed URLs; :meth:`stop` sends SIGINT (Ctrl-C) and waits for a clean exit.
+    """
+
+    READY_LINE = "Ctrl-C stops everything."
+
+    def __init__(self, port: int | None = None, *extra: str, env: dict[str, str] | None = None) -> None:
+        self.port = port or free_port()
+        self.extra = list(extra)
+        self.env = env
+        self.proc: subprocess.Popen[str] | None = None
+        self.lines: list[str] = []
+        self.urls: dict[str, str] = {}
+        self.exchange_key: tuple[str, str] | None = None
+        self._ready = threading.Event()
+        self._reader: threading.Thread | None = None
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def children(self) -> list[int]:
+        """Pids of the demo's child processes (the ``panel serve`` server); Linux only."""
+        try:
+            text = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text()
+        except OSError:
+            return []
+        return [int(p) for p in text.split()]
+
+    def start(self, timeout: float = READY_TIMEOUT) -> DemoProcess:
+        cmd = [sys.executable, "-m", "deribit_kit.cli", "demo", "--port", str(self.port), *self.extra]
+        env = {**os.environ, **(self.env or {}), "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                                     cwd=str(dashboards_dir().parent))
+        self._reader = threading.Thread(target=self._read, name="demo-output", daemon=True)
+        self._reader.start()
+        if not self._ready.wait(timeout) or not self.urls:
+            self.stop()
+            raise RuntimeError(f"deribit-kit demo did not come up within {timeout:.0f} s:\n{self.output}")
+        return self
+
+    def _read(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        pattern = re.compile(r"^\s+(\w+):\s+(\S+)(?:.*API key (\S+) / (\S+)\))?")
+        for raw in self.proc.stdout:
+            line = raw.rstrip("\n")
+            self.lines.append(line)
+            m = pattern.match(line)
+            if m:
+                self.urls[m.group(1)] = m.group(2)
+                if m.group(3):
+                    self.exchange_key = (m.group(3), m.group(4))
+            if line.strip() == self.READY_LINE:
+                self._ready.set()
+        self._ready.set()  # the process ended: stop waiting
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """Ctrl-C the demo and wait for it; returns its exit code (killed if it hangs)."""
+        proc = self.proc
+        if proc is None:
+            return 0
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)  # only the pid this object started
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        if self._reader is not None:
+            self._reader.join(5)
+        return int(proc.returncode)
+
+    def __enter__(self) -> DemoProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
