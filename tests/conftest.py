@@ -14,7 +14,9 @@ import orjson
 import pytest
 import websockets
 
-from deribit_kit.sim import Simulator
+from deribit_kit import Deribit
+from deribit_kit.events import Event
+from deribit_kit.sim import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, Simulator
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 SPEC_PATH = SHARED / "deribit" / "deribit_api_v2.json"
@@ -127,3 +129,36 @@ async def authenticate(p: RawPeer, sim: Simulator) -> dict[str, Any]:
     acct = sim.demo_account
     return await p.result("public/auth", {"grant_type": "client_credentials", "client_id": acct.client_id,
                                           "client_secret": acct.client_secret})
+
+
+# ---------------------------------------------------------------- client helpers shared by the client tests
+
+DEMO_KEY: dict[str, Any] = {"client_id": DEMO_CLIENT_ID, "client_secret": DEMO_CLIENT_SECRET}
+
+
+def expect(event: Event) -> asyncio.Future[Any]:
+    """A future for the next emission of ``event``, registered now (no race with the emitter)."""
+    fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+    def handler(*args: Any) -> None:
+        event.disconnect(handler)
+        if not fut.done():
+            fut.set_result(args[0] if len(args) == 1 else args)
+
+    event.connect(handler)
+    return fut
+
+
+@pytest.fixture
+def no_env_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keys or a target in the developer's environment must not leak into a test."""
+    for var in ("DERIBIT_TARGET", "DERIBIT_CLIENT_ID", "DERIBIT_CLIENT_SECRET"):
+        monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture
+async def dk(sim: Simulator, no_env_credentials: None) -> AsyncIterator[Deribit]:
+    """An authenticated async client on the ``sim`` fixture."""
+    client = await Deribit.connect(sim.ws_url, request_timeout=5.0, **DEMO_KEY)
+    yield client
+    await client.close()

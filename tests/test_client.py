@@ -9,11 +9,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
-from typing import Any
 
 import pandas as pd
 import pytest
+from conftest import expect
 
 from deribit_kit import (
     AuthenticationError,
@@ -23,7 +22,6 @@ from deribit_kit import (
     Settings,
     ValidationError,
 )
-from deribit_kit.events import Event
 from deribit_kit.models import (
     BookSummary,
     Currency,
@@ -41,31 +39,8 @@ TICKER = "ticker.BTC-PERPETUAL.100ms"
 BOOK = "book.BTC-PERPETUAL.100ms"
 
 
-def expect(event: Event) -> asyncio.Future[Any]:
-    """A future for the next emission of ``event``, registered now (no race with the emitter)."""
-    fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
 
-    def handler(*args: Any) -> None:
-        event.disconnect(handler)
-        if not fut.done():
-            fut.set_result(args[0] if len(args) == 1 else args)
-
-    event.connect(handler)
-    return fut
-
-
-@pytest.fixture(autouse=True)
-def _no_env_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("DERIBIT_TARGET", "DERIBIT_CLIENT_ID", "DERIBIT_CLIENT_SECRET"):
-        monkeypatch.delenv(var, raising=False)
-
-
-@pytest.fixture
-async def dk(sim: Simulator) -> AsyncIterator[Deribit]:
-    client = await Deribit.connect(sim.ws_url, client_id=DEMO_CLIENT_ID, client_secret=DEMO_CLIENT_SECRET,
-                                   request_timeout=5.0)
-    yield client
-    await client.close()
+pytestmark = pytest.mark.usefixtures("no_env_credentials")
 
 
 # ---------------------------------------------------------------- connecting and sessions

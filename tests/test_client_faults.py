@@ -6,10 +6,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
+from conftest import DEMO_KEY, expect
 
 from deribit_kit import (
     AuthenticationError,
@@ -25,25 +24,12 @@ from deribit_kit import (
     RequestTimeout,
 )
 from deribit_kit.errors import is_retryable
-from deribit_kit.events import Event
-from deribit_kit.sim import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, Simulator
+from deribit_kit.sim import DEMO_CLIENT_ID, Simulator
 from deribit_kit.transport.ws import WsTransport
 
 TICKER = "ticker.BTC-PERPETUAL.100ms"
-KEY: dict[str, Any] = {"client_id": DEMO_CLIENT_ID, "client_secret": DEMO_CLIENT_SECRET}
+KEY = DEMO_KEY
 
-
-def expect(event: Event) -> asyncio.Future[Any]:
-    """A future for the next emission of ``event``, registered now (no race with the emitter)."""
-    fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-
-    def handler(*args: Any) -> None:
-        event.disconnect(handler)
-        if not fut.done():
-            fut.set_result(args[0] if len(args) == 1 else args)
-
-    event.connect(handler)
-    return fut
 
 
 def ws(dk: Deribit) -> WsTransport:
@@ -51,17 +37,7 @@ def ws(dk: Deribit) -> WsTransport:
     return dk.transport
 
 
-@pytest.fixture(autouse=True)
-def _no_env_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("DERIBIT_TARGET", "DERIBIT_CLIENT_ID", "DERIBIT_CLIENT_SECRET"):
-        monkeypatch.delenv(var, raising=False)
-
-
-@pytest.fixture
-async def dk(sim: Simulator) -> AsyncIterator[Deribit]:
-    client = await Deribit.connect(sim.ws_url, **KEY, request_timeout=5.0, backoff_initial=0.05)
-    yield client
-    await client.close()
+pytestmark = pytest.mark.usefixtures("no_env_credentials")
 
 
 # ---------------------------------------------------------------- bad input

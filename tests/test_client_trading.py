@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from conftest import DEMO_KEY
 
 from deribit_kit import (
     ConnectionClosed,
@@ -22,24 +23,14 @@ from deribit_kit import (
 from deribit_kit.models import AccountSummary, Instrument, Order, OrderResult, Position, TickSizeStep, UserTrade
 from deribit_kit.orders import PlacedOrder, check_amount, check_price, round_price
 from deribit_kit.portfolio import Portfolio
-from deribit_kit.sim import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, Simulator
+from deribit_kit.sim import Simulator
 
 PERP = "BTC-PERPETUAL"
-KEY: dict[str, Any] = {"client_id": DEMO_CLIENT_ID, "client_secret": DEMO_CLIENT_SECRET}
+KEY = DEMO_KEY
 WAIT = 5.0
 
 
-@pytest.fixture(autouse=True)
-def _no_env_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("DERIBIT_TARGET", "DERIBIT_CLIENT_ID", "DERIBIT_CLIENT_SECRET"):
-        monkeypatch.delenv(var, raising=False)
-
-
-@pytest.fixture
-async def dk(sim: Simulator) -> AsyncIterator[Deribit]:
-    client = await Deribit.connect(sim.ws_url, **KEY)
-    yield client
-    await client.close()
+pytestmark = pytest.mark.usefixtures("no_env_credentials")
 
 
 @pytest.fixture
