@@ -278,3 +278,27 @@ async def test_metrics_and_prometheus(sim: Simulator, dk: Deribit) -> None:
     assert f'deribit_kit_broker_channel_messages_total{{channel="ticker.{BTC}.100ms"}}' in text
     assert 'deribit_kit_broker_consumer_queue_depth{consumer="m"}' in text
     await broker.close()
+
+
+async def test_a_book_without_updates_turns_stale_then_live_again() -> None:
+    async with Simulator(seed=5, autostep=False, rate_limits=False) as sim:
+        dk = await Deribit.connect(sim.ws_url, client_id=DEMO_CLIENT_ID, client_secret=DEMO_CLIENT_SECRET)
+        try:
+            broker = Broker(dk, stale_after=0.2)
+            live = await broker.book("BTC-PERPETUAL")
+            assert live.state == "live"
+            # the exchange's clock is stopped: nothing arrives, so the watchdog marks the book stale
+            stale = await asyncio.wait_for(_until(live, "stale"), 5)
+            assert stale == "stale"
+            assert broker.metrics()["channels"]["book.BTC-PERPETUAL.100ms"]["book_state"] == "stale"
+            sim.step()  # the next change brings it back
+            assert await asyncio.wait_for(_until(live, "live"), 5) == "live"
+            await broker.close()
+        finally:
+            await dk.close()
+
+
+async def _until(live: LiveBook, state: str) -> str:
+    while live.state != state:
+        await live.updated.wait()
+    return live.state

@@ -283,8 +283,10 @@ def _expiry_matches(name: str, expiry_ms: int, expiry: str | int | None) -> bool
 class Broker:
     """Shares one upstream :class:`~deribit_kit.client.Deribit` among in-process consumers."""
 
-    def __init__(self, client: Deribit, *, book_interval: str = "100ms", chain_refresh: float = 60.0) -> None:
+    def __init__(self, client: Deribit, *, book_interval: str = "100ms", chain_refresh: float = 60.0,
+                 stale_after: float | None = 30.0) -> None:
         self.client = client
+        self.stale_after = stale_after  # a live book with no update for this long is marked stale
         self.book_interval = book_interval
         self.chain_refresh = chain_refresh
         self._channels: dict[str, _Channel] = {}
@@ -297,6 +299,7 @@ class Broker:
         self._flush_scheduled = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._refresh_task: asyncio.Task[None] | None = None
+        self._stale_task: asyncio.Task[None] | None = None
         self.started_at = time.monotonic()
         self.connected_since: float | None = time.monotonic()
         self.reconnects = 0
@@ -491,7 +494,31 @@ class Broker:
                 self._books[inst] = st.live
             if cached is None and _may_have_fixed_tick(inst):
                 self._spawn(self._learn_tick(st.live))
+            if self._stale_task is None and self.stale_after:
+                self._stale_task = asyncio.get_running_loop().create_task(self._watch_stale(self.stale_after))
         return st.live
+
+    def check_stale(self, now_ms: int | None = None) -> list[str]:
+        """Mark live books without an update for ``stale_after`` seconds as stale; returns their names.
+
+        A stale book turns live again with its next update. Runs every few seconds by itself.
+        """
+        if not self.stale_after:
+            return []
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        gone_stale = []
+        for live in list(self._books.values()):
+            was = live.book.state
+            if live.book.check_stale(now, int(self.stale_after * 1000)) and was != live.book.state:
+                gone_stale.append(live.instrument)
+                live._changed()
+        return gone_stale
+
+    async def _watch_stale(self, after: float) -> None:
+        while True:
+            await asyncio.sleep(min(max(after / 4, 0.05), 2.0))
+            for name in self.check_stale():
+                log.warning("book %s is stale: no update for %.0fs", name, after)
 
     async def _learn_tick(self, live: LiveBook) -> None:
         """Look the instrument up; with one fixed tick size its book becomes a (faster) tick ladder."""
@@ -706,6 +733,8 @@ class Broker:
                 self._release_book(live)
         if self._refresh_task is not None:
             self._refresh_task.cancel()
+        if self._stale_task is not None:
+            self._stale_task.cancel()
         self.client.disconnected -= self._on_disconnected
         self.client.reconnected -= self._on_reconnected
         self._flush()
