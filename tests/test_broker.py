@@ -302,3 +302,30 @@ async def _until(live: LiveBook, state: str) -> str:
     while live.state != state:
         await live.updated.wait()
     return live.state
+
+
+async def test_option_chain_follows_the_exchange_calendar() -> None:
+    """When the exchange's clock passes an expiry, that expiry leaves the chain and the newly listed
+    one joins at the next refresh (driven here by hand instead of the periodic timer)."""
+    from datetime import UTC, datetime
+
+    now = [datetime(2026, 1, 5, 7, 59, 0, tzinfo=UTC).timestamp()]  # a Monday, a minute before 08:00 UTC
+    async with Simulator(seed=6, autostep=False, rate_limits=False, clock=lambda: now[0]) as sim:
+        dk = await Deribit.connect(sim.ws_url)  # public channels only: no key needed
+        try:
+            broker = Broker(dk)
+            chain = await broker.subscribe_chain("BTC", refresh_interval=0)
+            expiring = [c for c in chain.channels if "-5JAN26-" in c]
+            assert expiring and not any("-8JAN26-" in c for c in chain.channels)
+            now[0] += 120  # 08:01 UTC: the 5JAN26 dailies expire, the 8JAN26 dailies are listed
+            sim.step()
+            added, removed = await chain.refresh()
+            assert set(expiring) <= set(removed)
+            assert any("-8JAN26-" in n for n in added)
+            await broker.settle()
+            assert not any("-5JAN26-" in c for c in chain.channels)
+            joined = [c for c in chain.channels if "-8JAN26-" in c]
+            assert joined and all(sim.subscriber_count(c) == 1 for c in joined)
+            await broker.close()
+        finally:
+            await dk.close()
