@@ -178,6 +178,23 @@ async def test_errors_and_limits_leave_others_alone(port: BrokerServer) -> None:
     await good.close()
 
 
+async def test_connection_limit_answers_http_429(sim: Simulator) -> None:
+    dk = await _upstream(sim)
+    broker = Broker(dk)
+    try:
+        async with BrokerServer(broker, max_connections=1) as srv:
+            first = await connect_peer(srv.ws_url)
+            with pytest.raises(websockets.InvalidStatus) as refused:
+                await websockets.connect(srv.ws_url)
+            assert refused.value.response.status_code == 429
+            assert b"too_many_connections" in refused.value.response.body
+            assert (await first.result("public/test"))["version"]  # the admitted client is unaffected
+            await first.close()
+    finally:
+        await broker.close()
+        await dk.close()
+
+
 async def test_private_forwarding_needs_the_broker_token(sim: Simulator) -> None:
     dk = await _upstream(sim)
     broker = Broker(dk)

@@ -285,6 +285,13 @@ class BrokerServer:
     def ws_path_ok(self, path: str) -> bool:
         return path.rstrip("/") == WS_PATH
 
+    def ws_refuse(self, path: str) -> tuple[int, str] | None:
+        """Over the connection limit the upgrade is refused with HTTP 429, as Deribit does."""
+        if len(self.clients) >= self.max_connections:
+            self.stats["refused"] += 1
+            return 429, "too_many_connections"
+        return None
+
     def ws_open(self, conn: WsConnection) -> None:
         c = _Client(conn, CreditPools())
         conn.state = c

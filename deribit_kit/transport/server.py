@@ -81,6 +81,8 @@ class WsHandler(Protocol):
 
     def ws_path_ok(self, path: str) -> bool: ...
 
+    # optional: ``ws_refuse(path) -> (status, text) | None`` refuses an upgrade with an HTTP status
+
     def ws_open(self, conn: WsConnection) -> None: ...
 
     def ws_message(self, conn: WsConnection, data: bytes) -> None: ...
@@ -216,8 +218,12 @@ class _Conn(asyncio.Protocol):
             self.transport.close()
             return
         path = urlsplit(request.path).path
+        refuse = getattr(self.server.handler, "ws_refuse", None)
+        refusal = refuse(path) if refuse is not None else None
         if not self.server.handler.ws_path_ok(path):
             response = ws.reject(404, f"no WebSocket endpoint at {path}\n")
+        elif refusal is not None:
+            response = ws.reject(refusal[0], refusal[1] + "\n")  # e.g. 429 over a connection limit
         else:
             response = ws.accept(request)
         ws.send_response(response)
