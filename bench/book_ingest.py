@@ -317,23 +317,11 @@ def broker_variants(snapshot: str) -> list[Variant]:
 def ccxt_variants(snapshot: str) -> list[Variant]:
     try:
         import ccxt.pro
-        from ccxt.async_support.base.ws.client import Client
     except Exception as exc:  # pragma: no cover - depends on the environment
         print(f"ccxt.pro not importable ({exc!r}): skipped")
         return []
 
-    class FakeClient:
-        """The attributes ccxt's deribit handlers and Client.handle_text_or_binary_message use."""
-
-        resolve = Client.resolve
-        handle_text_or_binary_message = Client.handle_text_or_binary_message
-
-        def __init__(self, exchange: Any) -> None:
-            self.futures: dict[str, Any] = {}
-            self.rejections: dict[str, Any] = {}
-            self.verbose = False
-            self.decompressBinary = False
-            self.on_message_callback = exchange.handle_message
+    from _ccxt_offline import OfflineClient as FakeClient
 
     exchange_cls = ccxt.pro.deribit
     # building an exchange object is slow (~1 s): one per variant (they run interleaved), books reset

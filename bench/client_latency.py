@@ -196,20 +196,7 @@ def ours(dk: Deribit, transport: WsTransport, with_book: bool) -> tuple[Callable
 
 def ccxt_parser(url: str) -> Callable[[], tuple[Any, Any]]:
     import ccxt.pro
-    from ccxt.async_support.base.ws.client import Client
-
-    class FakeClient:
-        """The attributes ccxt's deribit handlers and ``Client.handle_text_or_binary_message`` use."""
-
-        resolve = Client.resolve
-        handle_text_or_binary_message = Client.handle_text_or_binary_message
-
-        def __init__(self, exchange: Any) -> None:
-            self.futures: dict[str, Any] = {}
-            self.rejections: dict[str, Any] = {}
-            self.verbose = False
-            self.decompressBinary = False
-            self.on_message_callback = exchange.handle_message
+    from _ccxt_offline import OfflineClient as FakeClient
 
     http = url.replace("ws://", "http://").split("/ws/api/v2")[0]
     ex = ccxt.pro.deribit({"enableRateLimit": False})

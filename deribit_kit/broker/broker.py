@@ -495,7 +495,12 @@ class Broker:
             if cached is None and _may_have_fixed_tick(inst):
                 self._spawn(self._learn_tick(st.live))
             if self._stale_task is None and self.stale_after:
-                self._stale_task = asyncio.get_running_loop().create_task(self._watch_stale(self.stale_after))
+                try:
+                    loop = asyncio.get_running_loop()
+                except RuntimeError:  # used outside a loop (a benchmark): check_stale() by hand
+                    pass
+                else:
+                    self._stale_task = loop.create_task(self._watch_stale(self.stale_after))
         return st.live
 
     def check_stale(self, now_ms: int | None = None) -> list[str]:
