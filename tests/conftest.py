@@ -77,6 +77,17 @@ class RawPeer:
         assert "result" in reply, reply
         return reply["result"]
 
+    async def barrier(self) -> None:
+        """A round trip: every notification the server sent before it is now in ``notifications``."""
+        assert (await self.result("public/test"))["version"]
+
+    def drain(self) -> list[dict[str, Any]]:
+        """Every notification received so far, removed from the queue."""
+        out = []
+        while not self.notifications.empty():
+            out.append(self.notifications.get_nowait())
+        return out
+
     async def send_raw(self, text: str | bytes) -> dict[str, Any]:
         """Send a frame as is and return the next message that is not a notification."""
         await self.ws.send(text)

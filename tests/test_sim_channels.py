@@ -57,16 +57,6 @@ async def subscribe(p: RawPeer, *channels: str, method: str = "public/subscribe"
     assert await p.result(method, {"channels": list(channels)}) == list(channels)
 
 
-async def barrier(p: RawPeer) -> None:
-    """A round trip: every notification the server sent before it is now in ``p.notifications``."""
-    assert (await p.result("public/test"))["version"]
-
-
-def drain(p: RawPeer) -> list[dict[str, Any]]:
-    out = []
-    while not p.notifications.empty():
-        out.append(p.notifications.get_nowait())
-    return out
 
 
 # ---------------------------------------------------------------- book
@@ -124,10 +114,10 @@ async def test_two_subscribers_share_one_stream(peer: RawPeer, peer2: RawPeer, s
     a.apply((await peer.next_notification(ch))["data"])
     b.apply((await peer2.next_notification(ch))["data"])
     sim.step(2)
-    await barrier(peer)
-    await barrier(peer2)
+    await peer.barrier()
+    await peer2.barrier()
     for p, book in ((peer, a), (peer2, b)):
-        for n in drain(p):
+        for n in p.drain():
             book.apply(n["data"])
     assert a.change_id == b.change_id and a.levels() == b.levels()
 
@@ -156,7 +146,7 @@ async def test_grouped_book(peer: RawPeer, sim: Simulator) -> None:
     for name, group, depth in cases:
         await _check_grouped(peer, sim, name, group, depth)
         assert await peer.result("public/unsubscribe_all") == "ok"
-        drain(peer)
+        peer.drain()
 
 
 async def _check_grouped(peer: RawPeer, sim: Simulator, name: str, group: str, depth: int) -> None:
@@ -174,7 +164,7 @@ async def _check_grouped(peer: RawPeer, sim: Simulator, name: str, group: str, d
     assert bids[0][0] < asks[0][0]
     # the message sent for the book's current change_id groups exactly what get_order_book shows
     rest = await peer.result("public/get_order_book", {"instrument_name": name, "depth": 10000})
-    msgs = [data] + [n["data"] for n in drain(peer)]
+    msgs = [data] + [n["data"] for n in peer.drain()]
     match = next(m for m in msgs if m["change_id"] == rest["change_id"])
     assert (match["bids"], match["asks"]) == (grouped(rest["bids"], group, depth, name, True),
                                               grouped(rest["asks"], group, depth, name, False))
@@ -225,8 +215,8 @@ async def test_trades_channel_by_instrument(peer: RawPeer, sim: Simulator) -> No
     seen: list[dict[str, Any]] = []
     while len(seen) < 3:
         sim.step()
-        await barrier(peer)
-        for n in drain(peer):
+        await peer.barrier()
+        for n in peer.drain():
             assert n["channel"] == ch
             assert isinstance(n["data"], list) and n["data"]
             seen.extend(n["data"])
@@ -245,8 +235,8 @@ async def test_trades_channel_by_kind(peer: RawPeer, sim: Simulator) -> None:
         batch: list[dict[str, Any]] = []
         for _ in range(200):
             sim.step()
-            await barrier(peer)
-            batch = [t for n in drain(peer) if n["channel"] == ch for t in n["data"]]
+            await peer.barrier()
+            batch = [t for n in peer.drain() if n["channel"] == ch for t in n["data"]]
             if batch:
                 break
         assert batch, ch
@@ -283,7 +273,7 @@ async def test_quote_channel(peer: RawPeer, sim: Simulator) -> None:
     # the quote sent in the tick get_order_book reports shows the same top of book
     for _ in range(50):
         rest = await peer.result("public/get_order_book", {"instrument_name": PERP, "depth": 1})
-        msgs = [data] + [n["data"] for n in drain(peer)]
+        msgs = [data] + [n["data"] for n in peer.drain()]
         match = [m for m in msgs if m["timestamp"] == rest["timestamp"]]
         if match:
             break
@@ -314,8 +304,8 @@ async def test_unknown_channels_left_out(peer: RawPeer, sim: Simulator) -> None:
     assert result == good
     assert all(sim.subscriber_count(c) == 0 for c in bad)
     sim.step()
-    await barrier(peer)
-    assert {n["channel"] for n in drain(peer)} == set(good)
+    await peer.barrier()
+    assert {n["channel"] for n in peer.drain()} == set(good)
 
 
 async def test_channel_echoed_exactly(peer: RawPeer, sim: Simulator) -> None:
@@ -332,16 +322,16 @@ async def test_unsubscribe_stops_the_flow(peer: RawPeer, sim: Simulator) -> None
     for ch in chans:
         await peer.next_notification(ch)
     assert await peer.result("public/unsubscribe", {"channels": chans[:2]}) == chans[:2]
-    drain(peer)
+    peer.drain()
     sim.step(3)
-    await barrier(peer)
-    got = {n["channel"] for n in drain(peer)}
+    await peer.barrier()
+    got = {n["channel"] for n in peer.drain()}
     assert got == {chans[2]}
     assert await peer.result("public/unsubscribe_all") == "ok"
-    drain(peer)
+    peer.drain()
     sim.step(3)
-    await barrier(peer)
-    assert drain(peer) == []
+    await peer.barrier()
+    assert peer.drain() == []
     assert all(sim.subscriber_count(c) == 0 for c in chans)
 
 
@@ -352,8 +342,8 @@ async def test_resubscribe_gives_a_fresh_snapshot(peer: RawPeer, sim: Simulator)
     await peer.result("public/unsubscribe", {"channels": [ch]})
     sim.step(3)
     await subscribe(peer, ch)
-    await barrier(peer)
-    snaps = [n["data"] for n in drain(peer) if n["data"]["type"] == "snapshot"]
+    await peer.barrier()
+    snaps = [n["data"] for n in peer.drain() if n["data"]["type"] == "snapshot"]
     assert snaps and snaps[-1]["change_id"] > first["change_id"]
 
 
@@ -369,7 +359,7 @@ async def test_closed_connection_releases_channels(sim: Simulator) -> None:
         for _ in range(50):  # the server handles the close on its own turn of the loop
             if sim.subscriber_count(ch) == 0:
                 break
-            await barrier(other)
+            await other.barrier()
         assert sim.subscriber_count(ch) == 0
     finally:
         await other.close()

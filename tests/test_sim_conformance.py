@@ -570,10 +570,6 @@ async def authenticate(peer: RawPeer, sim: Simulator) -> None:
     assert res["access_token"]
 
 
-async def barrier(peer: RawPeer) -> None:
-    """Wait until every frame the exchange wrote before now has been read (replies are in order)."""
-    await peer.result("public/test", {})
-
 
 def check_envelope(reply: dict[str, Any], request_id: Any, testnet: bool) -> None:
     errors = schema_errors(_pointer("responses", "base_message"), reply, "envelope")
@@ -740,7 +736,7 @@ async def test_notification_conforms(case: ChannelCase, quiet: Simulator, qpeer:
             await ctx.resting_order()
             await ctx.filled_order()
         sim.step()
-        await barrier(peer)
+        await peer.barrier()
         while not peer.notifications.empty():
             n = peer.notifications.get_nowait()
             assert n["channel"] == channel  # echoed exactly as subscribed

@@ -24,15 +24,6 @@ async def closed(p: RawPeer, timeout: float = 5.0) -> None:
     await asyncio.wait_for(p.ws.wait_closed(), timeout)
 
 
-async def barrier(p: RawPeer) -> None:
-    assert (await p.result("public/test"))["version"]
-
-
-def drain(p: RawPeer) -> list[dict[str, Any]]:
-    out = []
-    while not p.notifications.empty():
-        out.append(p.notifications.get_nowait())
-    return out
 
 
 # ---------------------------------------------------------------- drop_connections
@@ -80,8 +71,8 @@ async def _chain_with_gap(peer: RawPeer, sim: Simulator, skip: Any) -> None:
     gaps = {PERP: 0, ETH_PERP: 0}
     for _ in range(8):
         sim.step()
-    await barrier(peer)
-    for n in drain(peer):
+    await peer.barrier()
+    for n in peer.drain():
         data = n["data"]
         name = data["instrument_name"]
         if data["prev_change_id"] != last[name]:
@@ -174,13 +165,13 @@ async def _halted_flow(peer: RawPeer, sim: Simulator, halt: Any, resume: Any) ->
     await peer.result("public/subscribe", {"channels": [book, ticker]})
     await peer.next_notification(book)
     await halt()
-    await barrier(peer)
-    drain(peer)
+    await peer.barrier()
+    peer.drain()
     change_id = (await peer.result("public/get_order_book", {"instrument_name": PERP}))["change_id"]
     trades = len(sim.market.get(PERP).trades)  # type: ignore[union-attr]
     sim.step(10)
-    await barrier(peer)
-    got = drain(peer)
+    await peer.barrier()
+    got = peer.drain()
     assert {n["channel"] for n in got} == {ticker}  # the book no longer changes
     assert all(n["data"]["state"] == "closed" for n in got)
     assert (await peer.result("public/ticker", {"instrument_name": PERP}))["state"] == "closed"
@@ -191,8 +182,8 @@ async def _halted_flow(peer: RawPeer, sim: Simulator, halt: Any, resume: Any) ->
     assert (await peer.result("public/ticker", {"instrument_name": ETH_PERP}))["state"] == "open"
     await resume()
     sim.step(3)
-    await barrier(peer)
-    got = drain(peer)
+    await peer.barrier()
+    got = peer.drain()
     assert book in {n["channel"] for n in got}
     assert [n["data"]["state"] for n in got if n["channel"] == ticker][-1] == "open"
 

@@ -55,11 +55,8 @@ async def error(p: RawPeer, method: str, params: dict[str, Any]) -> dict[str, An
 
 async def drained(p: RawPeer) -> list[dict[str, Any]]:
     """Every notification sent to ``p`` so far (replies come in order, so a round trip is a barrier)."""
-    await p.result("public/test", {})
-    out = []
-    while not p.notifications.empty():
-        out.append(p.notifications.get_nowait())
-    return out
+    await p.barrier()
+    return p.drain()
 
 
 def inst(sim: Simulator, name: str) -> Instrument:
