@@ -5,10 +5,13 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: run test lint bench bench-ui clean sim watch screenshots
+.PHONY: run test lint bench bench-deps bench-ui clean sim watch screenshots
 
-$(STAMP): pyproject.toml
+# setup.py builds the optional C loop (deribit_kit/_speedups.c) in place; without a C compiler
+# the install goes on and the pure-Python loop is used
+$(STAMP): pyproject.toml setup.py deribit_kit/_speedups.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test,dashboards]'
@@ -30,8 +33,15 @@ lint: $(STAMP)
 test: lint
 	$(PY) -m pytest -q
 
-bench: $(STAMP)
+# the benchmarks' anchors and fast clients (ccxt, cryptofeed, picows, uvloop): not needed by the tests
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[test,dashboards,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
 	$(PY) bench/sim_firehose.py
+
+bench-deps: $(BENCH_STAMP)
 
 bench-ui: $(STAMP)
 	$(PY) bench/dashboard_cpu.py

@@ -30,6 +30,12 @@ Layout, chosen by measurement (``bench/book_ingest.py``, perf-baselines table ro
 * otherwise (no tick, or options with ``tick_size_steps``): a ``dict`` price -> amount plus a
   ``bisect``-sorted ``list`` of prices, both ascending; bids are read from the end of the list.
 
+The ladder's update loop also exists compiled (``_speedups.c``, built by ``pip install`` where
+there is a C compiler, else skipped): it computes a price's slot instead of hashing the price and
+takes every entry but a price new to the side or a malformed one, which go through the Python
+loop one at a time, so both give the same books and the same errors (the property test runs
+both). It cuts the apply of a 20-level change from ~5.7 to ~3.2 µs (``bench/book_ingest.py``).
+
 :attr:`OrderBook.layout` tells which one a book uses; both hold exactly the prices given. Prices
 and amounts are JSON numbers, kept as ``float`` (never ``Decimal``); levels are returned as
 ``(price, amount)`` tuples in book order.
@@ -56,6 +62,11 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 if TYPE_CHECKING:
     import pandas as pd
+
+try:  # the ladder's hot loop, compiled (optional: the same loop runs in Python without it)
+    from ._speedups import ladder_apply as _ladder_apply
+except ImportError:  # pragma: no cover - depends on the build
+    _ladder_apply = None  # type: ignore[assignment]
 
 __all__ = ["LIVE", "RESYNCING", "STALE", "SYNCING", "OrderBook"]
 
@@ -170,7 +181,7 @@ class _Ladder:
             return -1
         if self.owners[i] is not None:
             return -2
-        self.owners[i] = price
+        self.owners[i] = price + 0.0  # a float, as the compiled loop expects
         self.index[price] = i
         return i
 
@@ -180,6 +191,8 @@ class _Ladder:
         Raises :class:`_Misfit`, after applying the entries before it, at a price the ladder
         cannot hold.
         """
+        if _ladder_apply is not None and type(entries) is list:
+            return self._apply_compiled(entries)
         slots, index = self.slots, self.index
         first, count = self.first, self.count
         unknown = 0
@@ -195,10 +208,7 @@ class _Ladder:
                 i = self._slot(price)
                 if i < 0:  # beyond the ladder (lay it out again with room, then go on) or off the grid
                     self.first, self.count = first, count
-                    rest = chain(((action, price, amount),), it)
-                    if i == -2 or not self._place(list(filter(None, slots)), float(price)):
-                        raise _Misfit(unknown, rest) from None
-                    return unknown + self.apply(rest)
+                    return self._refit(i, chain(((action, price, amount),), it), unknown)
             old = slots[i]
             if amount and action != "delete":
                 # ``x + 0.0``: a float of an int, faster than float(x) and the float itself otherwise
@@ -212,6 +222,42 @@ class _Ladder:
                 count -= 1
             elif action == "delete":
                 unknown += 1
+        self._settle(first, count)
+        return unknown
+
+    def _apply_compiled(self, entries: list[Any]) -> int:
+        """:meth:`apply` with the loop in C (``_speedups.ladder_apply``), which takes every entry
+        but a price new to the side or a malformed one; those go through the Python loop, one each."""
+        assert _ladder_apply is not None
+        slots, owners, origin, scale, n = self.slots, self.owners, self.origin, self.scale, len(entries)
+        pos, first, count, unknown = _ladder_apply(slots, owners, origin, scale, entries, 0, self.first, self.count)
+        while pos < n:
+            self.first, self.count = first, count
+            try:
+                unknown += self.apply(iter(entries[pos : pos + 1]))  # the Python loop: its rules, its errors
+            except _Misfit as exc:  # carry the entries after this one along
+                raise _Misfit(unknown + exc.unknown, chain(exc.rest, entries[pos + 1 :])) from None
+            if self.slots is not slots:  # laid out anew around a new price: the rest goes there
+                return unknown + self.apply(entries[pos + 1 :])
+            pos, first, count, u = _ladder_apply(slots, owners, origin, scale, entries, pos + 1, self.first,
+                                                 self.count)
+            unknown += u
+        self._settle(first, count)
+        return unknown
+
+    def _refit(self, i: int, rest: Iterator[Sequence[Any]], unknown: int) -> int:
+        """A price outside the slots (``i == -1``): lay the side out again with room for it and
+        apply ``rest`` (that entry first); off the grid (``-2``) or too wide: :class:`_Misfit`.
+        ``unknown``: unknown deletes among the entries applied before."""
+        entry = next(rest)
+        rest = chain((entry,), rest)
+        if i == -2 or not self._place(list(filter(None, self.slots)), float(entry[1])):
+            raise _Misfit(unknown, rest) from None
+        return unknown + self.apply(list(rest))
+
+    def _settle(self, first: int, count: int) -> None:
+        """Store ``first`` and ``count`` after an update; find the best level if it went."""
+        slots = self.slots
         if count:
             if slots[first] is None:  # the best level went: the next one is close by
                 first = _seek(slots, first)
@@ -220,7 +266,6 @@ class _Ladder:
             first = len(slots)  # empty: any insert lowers it
             self.best_price = None
         self.first, self.count = first, count
-        return unknown
 
     def __len__(self) -> int:
         return self.count

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from contextlib import ExitStack
 from typing import Any
 from unittest.mock import patch
@@ -52,12 +53,15 @@ def change(
     }
 
 
-@pytest.fixture(params=[None, 0.5], ids=["sorted", "ladder"])
-def book(request: pytest.FixtureRequest) -> OrderBook:
-    """The same book in both layouts: every test using it runs on each."""
-    b = OrderBook(INSTRUMENT, tick_size=request.param)
-    assert b.apply(snap([(100.0, 1.0), (99.5, 2.0), (99.0, 3.0)], [(100.5, 4.0), (101.0, 5.0), (102.0, 6.0)]))
-    return b
+@pytest.fixture(params=[(None, True), (0.5, True), (0.5, False)], ids=["sorted", "ladder", "ladder-python"])
+def book(request: pytest.FixtureRequest) -> Iterator[OrderBook]:
+    """The same book in both layouts, the ladder with its compiled loop (``_speedups``, when built)
+    and its pure-Python one: every test using it runs on each."""
+    tick, compiled = request.param
+    with patch.object(book_module, "_ladder_apply", book_module._ladder_apply if compiled else None):
+        b = OrderBook(INSTRUMENT, tick_size=tick)
+        assert b.apply(snap([(100.0, 1.0), (99.5, 2.0), (99.0, 3.0)], [(100.5, 4.0), (101.0, 5.0), (102.0, 6.0)]))
+        yield b
 
 
 # ---------------------------------------------------------------------------- snapshot and changes
@@ -533,9 +537,11 @@ amount = st.integers(1, 50).map(float)
 
 
 def entries(price: st.SearchStrategy[float]) -> st.SearchStrategy[list[list[Any]]]:
+    number = st.one_of(amount, st.integers(1, 50))  # JSON has ints too: ["new", 20987, 3]
+    whole = price.map(lambda p: int(p) if p == int(p) else p)
     entry = st.one_of(
-        st.tuples(st.sampled_from(["new", "change"]), price, amount),
-        st.tuples(st.just("delete"), price, st.just(0.0)),
+        st.tuples(st.sampled_from(["new", "change"]), st.one_of(price, whole), number),
+        st.tuples(st.just("delete"), price, st.sampled_from([0.0, 0])),
         st.tuples(st.sampled_from(["new", "change"]), price, st.just(0.0)),
     )
     return st.lists(entry.map(list), max_size=6)
@@ -570,6 +576,7 @@ LAYOUTS: dict[str, tuple[float | None, dict[str, int], bool]] = {
 }
 
 
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "python"])
 @pytest.mark.parametrize("layout", list(LAYOUTS))
 @settings(derandomize=True, max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
@@ -578,7 +585,7 @@ LAYOUTS: dict[str, tuple[float | None, dict[str, int], bool]] = {
     id_steps=st.lists(st.integers(1, 5), min_size=31, max_size=31),
 )
 def test_matches_reference_model(
-    layout: str, first: tuple[Any, ...], steps: list[tuple[Any, ...]], id_steps: list[int]
+    layout: str, compiled: bool, first: tuple[Any, ...], steps: list[tuple[Any, ...]], id_steps: list[int]
 ) -> None:
     """Random valid chains with gaps, replays and re-snapshots: same levels, state and counters as
     a dict model sorted at read time; gapped and replayed changes are rejected and change nothing."""
@@ -586,6 +593,8 @@ def test_matches_reference_model(
     with ExitStack() as stack:
         for name, value in constants.items():
             stack.enter_context(patch.object(book_module, name, value))
+        if not compiled:
+            stack.enter_context(patch.object(book_module, "_ladder_apply", None))
         _check_against_reference(OrderBook(INSTRUMENT, tick_size=tick), [first, *steps], id_steps, stays_ladder)
 
 
@@ -633,3 +642,42 @@ def _check_against_reference(
             assert book.volume_at(p) == ref.bids.get(p, ref.asks.get(p, 0.0))
         if stays_ladder:
             assert book.layout == "ladder"
+
+
+def test_compiled_loop_is_built() -> None:
+    """``pip install -e .`` builds ``deribit_kit._speedups`` wherever there is a C compiler (CI has one)."""
+    import shutil
+
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("no C compiler: the pure-Python loop is used")
+    assert book_module._ladder_apply is not None
+
+
+@pytest.mark.parametrize("entry", [["new", "100.0", 1.0], ["new", 100.0], ("change", 100.0, "x"), None])
+def test_malformed_entry_raises_like_python_after_applying_the_ones_before(entry: Any) -> None:
+    """The compiled loop hands an entry it does not take to the Python loop: same error, same state."""
+    results = []
+    for compiled in (True, False):
+        with patch.object(book_module, "_ladder_apply", book_module._ladder_apply if compiled else None):
+            b = OrderBook(INSTRUMENT, tick_size=0.5)
+            b.apply(snap([(100.0, 1.0), (99.5, 2.0)], [(100.5, 4.0)]))
+            with pytest.raises((TypeError, ValueError)) as exc:
+                b.apply(change(100, 101, bids=[["change", 99.5, 7.0], entry, ["change", 100.0, 9.0]]))
+            results.append((type(exc.value), b.bids(), len(b._bids)))  # type: ignore[arg-type]
+    assert results[0] == results[1]
+    assert results[0][1] == [(100.0, 1.0), (99.5, 7.0)]
+
+
+def test_compiled_loop_takes_ints_float_subclasses_and_new_prices() -> None:
+    """Values the C loop does not take itself (a float subclass, a new price) still land right."""
+
+    class MyFloat(float):
+        pass
+
+    b = OrderBook(INSTRUMENT, tick_size=0.5)
+    b.apply(snap([(100.0, 1.0), (99.5, 2.0)], [(100.5, 4.0)]))
+    assert b.apply(change(100, 101, bids=[["change", 100, 3], ["new", 98.0, MyFloat(5.0)], ["new", 99, 6],
+                                        ["delete", 99.5, 0], ["delete", 97.0, 0]]))
+    assert b.bids() == [(100.0, 3.0), (99.0, 6.0), (98.0, 5.0)]
+    assert all(type(x) is float for level in b.bids() for x in level)
+    assert b.unknown_deletes == 1 and b.n_bids == 3

@@ -1,0 +1,15 @@
+"""Types of the optional compiled loop in ``_speedups.c`` (see ``deribit_kit.book._Ladder``)."""
+
+from typing import Any
+
+def ladder_apply(
+    slots: list[tuple[float, float] | None],
+    owners: list[float | None],
+    origin: float,
+    scale: float,
+    entries: list[Any],
+    pos: int,
+    first: int,
+    count: int,
+    /,
+) -> tuple[int, int, int, int]: ...
