@@ -1,4 +1,4 @@
-/* Compiled inner loop of a tick-ladder book side (deribit_kit.book._Ladder.apply).
+/* Compiled inner loops of a tick-ladder book side (deribit_kit.book._Ladder.apply and .head).
  *
  * Optional: when this extension is not built, book.py runs the same loop in Python. It takes the
  * entries the common way (a known price, or a delete of an unknown one) and stops at any entry it
@@ -152,9 +152,33 @@ ladder_apply(PyObject *self, PyObject *args)
     return Py_BuildValue("nnnn", pos, first, count, unknown);
 }
 
+/* ladder_head(slots, first, n) -> the first n non-None items of slots[first:] (fewer at the end). */
+static PyObject *
+ladder_head(PyObject *self, PyObject *args)
+{
+    PyObject *slots;
+    Py_ssize_t first, n;
+
+    if (!PyArg_ParseTuple(args, "O!nn:ladder_head", &PyList_Type, &slots, &first, &n))
+        return NULL;
+    PyObject *out = PyList_New(0);
+    if (out == NULL)
+        return NULL;
+    Py_ssize_t size = PyList_GET_SIZE(slots);
+    for (Py_ssize_t i = first < 0 ? 0 : first; i < size && PyList_GET_SIZE(out) < n; i++) {
+        PyObject *level = PyList_GET_ITEM(slots, i);
+        if (level != Py_None && PyList_Append(out, level) < 0) {
+            Py_DECREF(out);
+            return NULL;
+        }
+    }
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"ladder_apply", ladder_apply, METH_VARARGS,
      "ladder_apply(slots, owners, origin, scale, entries, pos, first, count) -> (pos, first, count, unknown)"},
+    {"ladder_head", ladder_head, METH_VARARGS, "ladder_head(slots, first, n) -> the first n levels from slot first"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -30,11 +30,12 @@ Layout, chosen by measurement (``bench/book_ingest.py``, perf-baselines table ro
 * otherwise (no tick, or options with ``tick_size_steps``): a ``dict`` price -> amount plus a
   ``bisect``-sorted ``list`` of prices, both ascending; bids are read from the end of the list.
 
-The ladder's update loop also exists compiled (``_speedups.c``, built by ``pip install`` where
-there is a C compiler, else skipped): it computes a price's slot instead of hashing the price and
-takes every entry but a price new to the side or a malformed one, which go through the Python
-loop one at a time, so both give the same books and the same errors (the property test runs
-both). It cuts the apply of a 20-level change from ~5.7 to ~3.2 µs (``bench/book_ingest.py``).
+The ladder's update loop and top-N read also exist compiled (``_speedups.c``, built by ``pip
+install`` where there is a C compiler, else skipped). The update loop computes a price's slot
+instead of hashing the price and takes every entry but a price new to the side or a malformed
+one, which go through the Python loop one at a time, so both give the same books and the same
+errors (the property test runs both). Apply of a 20-level change: ~5.7 -> ~3.2 µs
+(``bench/book_ingest.py``).
 
 :attr:`OrderBook.layout` tells which one a book uses; both hold exactly the prices given. Prices
 and amounts are JSON numbers, kept as ``float`` (never ``Decimal``); levels are returned as
@@ -63,10 +64,12 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 if TYPE_CHECKING:
     import pandas as pd
 
-try:  # the ladder's hot loop, compiled (optional: the same loop runs in Python without it)
+try:  # the ladder's hot loops, compiled (optional: the same loops run in Python without them)
     from ._speedups import ladder_apply as _ladder_apply
+    from ._speedups import ladder_head as _ladder_head
 except ImportError:  # pragma: no cover - depends on the build
     _ladder_apply = None  # type: ignore[assignment]
+    _ladder_head = None  # type: ignore[assignment]
 
 __all__ = ["LIVE", "RESYNCING", "STALE", "SYNCING", "OrderBook"]
 
@@ -238,7 +241,7 @@ class _Ladder:
             except _Misfit as exc:  # carry the entries after this one along
                 raise _Misfit(unknown + exc.unknown, chain(exc.rest, entries[pos + 1 :])) from None
             if self.slots is not slots:  # laid out anew around a new price: the rest goes there
-                return unknown + self.apply(entries[pos + 1 :])
+                return self._then(unknown, entries[pos + 1 :])
             pos, first, count, u = _ladder_apply(slots, owners, origin, scale, entries, pos + 1, self.first,
                                                  self.count)
             unknown += u
@@ -253,7 +256,15 @@ class _Ladder:
         rest = chain((entry,), rest)
         if i == -2 or not self._place(list(filter(None, self.slots)), float(entry[1])):
             raise _Misfit(unknown, rest) from None
-        return unknown + self.apply(list(rest))
+        return self._then(unknown, list(rest))
+
+    def _then(self, unknown: int, entries: list[Any]) -> int:
+        """``unknown`` (deletes so far) plus those of applying ``entries``, also when they misfit."""
+        try:
+            return unknown + self.apply(entries)
+        except _Misfit as exc:
+            exc.unknown += unknown
+            raise
 
     def _settle(self, first: int, count: int) -> None:
         """Store ``first`` and ``count`` after an update; find the best level if it went."""
@@ -275,6 +286,8 @@ class _Ladder:
 
     def head(self, n: int) -> list[Level]:
         """The best ``n`` (> 0) levels."""
+        if _ladder_head is not None:
+            return _ladder_head(self.slots, self.first, min(n, self.count))
         slots, i = self.slots, self.first
         end = i + 2 * n + 8
         out = list(islice(filter(None, slots[i:end]), n))

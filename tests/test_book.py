@@ -58,7 +58,8 @@ def book(request: pytest.FixtureRequest) -> Iterator[OrderBook]:
     """The same book in both layouts, the ladder with its compiled loop (``_speedups``, when built)
     and its pure-Python one: every test using it runs on each."""
     tick, compiled = request.param
-    with patch.object(book_module, "_ladder_apply", book_module._ladder_apply if compiled else None):
+    with (patch.object(book_module, "_ladder_apply", book_module._ladder_apply if compiled else None),
+          patch.object(book_module, "_ladder_head", book_module._ladder_head if compiled else None)):
         b = OrderBook(INSTRUMENT, tick_size=tick)
         assert b.apply(snap([(100.0, 1.0), (99.5, 2.0), (99.0, 3.0)], [(100.5, 4.0), (101.0, 5.0), (102.0, 6.0)]))
         yield b
@@ -595,6 +596,7 @@ def test_matches_reference_model(
             stack.enter_context(patch.object(book_module, name, value))
         if not compiled:
             stack.enter_context(patch.object(book_module, "_ladder_apply", None))
+            stack.enter_context(patch.object(book_module, "_ladder_head", None))
         _check_against_reference(OrderBook(INSTRUMENT, tick_size=tick), [first, *steps], id_steps, stays_ladder)
 
 
@@ -650,7 +652,7 @@ def test_compiled_loop_is_built() -> None:
 
     if shutil.which("cc") is None and shutil.which("gcc") is None:
         pytest.skip("no C compiler: the pure-Python loop is used")
-    assert book_module._ladder_apply is not None
+    assert book_module._ladder_apply is not None and book_module._ladder_head is not None
 
 
 @pytest.mark.parametrize("entry", [["new", "100.0", 1.0], ["new", 100.0], ("change", 100.0, "x"), None])
@@ -681,3 +683,17 @@ def test_compiled_loop_takes_ints_float_subclasses_and_new_prices() -> None:
     assert b.bids() == [(100.0, 3.0), (99.0, 6.0), (98.0, 5.0)]
     assert all(type(x) is float for level in b.bids() for x in level)
     assert b.unknown_deletes == 1 and b.n_bids == 3
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "python"])
+def test_unknown_deletes_survive_a_relayout_then_a_misfit(compiled: bool) -> None:
+    """Found by the property test: an unknown delete counted between a re-layout and a later price
+    the ladder cannot hold was lost on the way to the sorted side."""
+    with (patch.object(book_module, "_ROOM", 1), patch.object(book_module, "_MAX_SLOTS", 24),
+          patch.object(book_module, "_ladder_apply", book_module._ladder_apply if compiled else None)):
+        b = OrderBook(INSTRUMENT, tick_size=0.5)
+        b.apply(snap([(100.0, 1.0)], [(110.5, 1.0)], change_id=1))
+        assert b.apply(change(1, 2, asks=[["delete", 110.5, 0.0], ["new", 114.0, 1.0], ["new", 118.5, 1.0],
+                                          ["delete", 110.5, 0.0], ["new", 112.5, 1.0], ["new", 110.5, 1.0]]))
+    assert b.unknown_deletes == 1
+    assert b.asks() == [(110.5, 1.0), (112.5, 1.0), (114.0, 1.0), (118.5, 1.0)]
