@@ -5,7 +5,9 @@
 
 Processes (all on 127.0.0.1, each with its own deadline, all killed at the end of each run):
 
-* **upstream**: a tiny Deribit-compatible exchange (``LoopbackServer``). On ``public/subscribe`` of
+* **upstream**: a tiny Deribit-compatible exchange (``LoopbackServer``) with one instrument
+  (``public/get_instrument(s)`` answer it, so the broker keeps its book as a tick ladder, as it does
+  against Deribit or the embedded exchange). On ``public/subscribe`` of
   ``book.BTC-PERPETUAL.100ms`` it sends a 1000-level snapshot, then ``change`` messages chained by
   ``change_id`` (24 levels changed per side, ~1.5 KB on the wire). Each change carries its send time
   as the first field of ``data``: ``"us": time.time_ns() // 1000``. Rate per phase: 1,000 msgs/s,
@@ -51,6 +53,11 @@ DEPTH = 1000  # snapshot levels per side
 VARIANTS = 64  # distinct change bodies, cycled
 MID, TICK = 60_000.0, 0.5
 UPSTREAM_HWM = 256 * 1024  # the upstream stops writing above this (max-rate phase)
+INSTRUMENT_INFO = {  # public/get_instrument, as Deribit answers it (the broker learns the tick: a ladder book)
+    "instrument_name": INSTRUMENT, "kind": "future", "base_currency": "BTC", "quote_currency": "USD",
+    "settlement_period": "perpetual", "tick_size": 0.5, "tick_size_steps": [], "min_trade_amount": 10.0,
+    "contract_size": 10.0, "creation_timestamp": 1534167754000, "expiration_timestamp": 32503708800000,
+    "is_active": True, "instrument_type": "reversed"}
 SUBSCRIBE = orjson.dumps({"jsonrpc": "2.0", "id": 1, "method": "public/subscribe", "params": {"channels": [CHANNEL]}})
 US_KEY = b'"us":'
 FIXED_RATE = 1000.0
@@ -74,6 +81,16 @@ def cpu_and_wait(pid: int) -> tuple[float, float] | None:
         with open(f"/proc/{pid}/stat", "rb") as f:
             fields = f.read().rsplit(b")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 0.0
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def kernel_cpu(pid: int) -> float | None:
+    """CPU seconds process ``pid`` has spent in the kernel so far (stime in /proc/<pid>/stat)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return int(fields[12]) / os.sysconf("SC_CLK_TCK")
     except (OSError, IndexError, ValueError):
         return None
 
@@ -194,6 +211,10 @@ class Upstream:
             result = {"version": "1.2.26"}
         elif m == "public/get_time":
             result = us_in // 1000
+        elif m == "public/get_instrument" and params.get("instrument_name") == INSTRUMENT:
+            result = INSTRUMENT_INFO
+        elif m == "public/get_instruments":
+            result = [INSTRUMENT_INFO]
         elif m not in ("public/set_heartbeat", "public/disable_heartbeat"):
             conn.send(orjson.dumps({"jsonrpc": "2.0", "id": rid, "error": {"code": -32601,
                                                                             "message": "Method not found"}}))
@@ -270,6 +291,7 @@ def broker_main(pipe: Connection, deadline: float, max_buffer: int) -> None:
     from deribit_kit.config import Settings
 
     up_url = _recv(pipe, deadline - time.time(), "parent")  # imports done while the upstream starts
+    _use_uvloop()  # the loop `deribit-kit broker` runs on (uvloop is a dependency; --loop asyncio opts out)
 
     async def main() -> None:
         dk = await Deribit.connect(settings=Settings(target=up_url, client_id=None, client_secret=None))
@@ -467,6 +489,7 @@ class Row:
     p99_ms: float | None
     server_cpu: float | None  # share of one core
     server_us: float | None  # server CPU µs per delivery
+    server_sys: float | None  # the part of server_cpu spent in the kernel (socket writes)
     server_wait: float | None  # share of the window the server was runnable but not running
     clients_cpu: float | None
     clients_wait: float | None
@@ -559,9 +582,9 @@ def run_one(kind: str, n: int, rate: float, args: argparse.Namespace) -> Row:
             pipe.send(phases)
         watched = [srv_pid, up_pid, *pids]
         time.sleep(max(0.0, m0 - time.time()))
-        t0 = [cpu_and_wait(p) for p in watched]
+        t0, k0 = [cpu_and_wait(p) for p in watched], kernel_cpu(srv_pid)
         time.sleep(max(0.0, end - time.time()))
-        t1 = [cpu_and_wait(p) for p in watched]
+        t1, k1 = [cpu_and_wait(p) for p in watched], kernel_cpu(srv_pid)
         sent = _recv(up_pipe, 10, "upstream")
         results = [_recv(pipe, 15, "clients") for _, pipe in clients]
     finally:
@@ -574,6 +597,7 @@ def run_one(kind: str, n: int, rate: float, args: argparse.Namespace) -> Row:
     return Row(kind, n, f"{rate / 1000:g}k/s" if rate else "max", sent[0] / secs, len(lat) / secs,
                _pct(lat, 0.5), _pct(lat, 0.99), srv_cpu,
                None if srv_cpu is None or not len(lat) else srv_cpu * secs / len(lat) * 1e6,
+               None if k0 is None or k1 is None else (k1 - k0) / secs,
                _delta(t0, t1, 1, slice(0, 1), secs), _delta(t0, t1, 0, slice(2, None), secs),
                _delta(t0, t1, 1, slice(2, None), secs), _delta(t0, t1, 0, slice(1, 2), secs),
                sum(r[0][1] for r in results), lib, sum(r[-1] for r in results))
@@ -592,12 +616,13 @@ def _f(x: float | None, fmt: str) -> str:
 
 
 HEADER = (f"{'server':<7}{'N':>4} {'phase':<5}{'in/s':>7}{'deliv/s':>9}{'p50 ms':>8}{'p99 ms':>8}"
-          f"{'srv cpu':>8}{'µs/dlv':>7}{'wait':>5}{'cli cpu':>8}{'wait':>5}{'up':>5}{'snap':>5}")
+          f"{'srv cpu':>8}{'sys':>5}{'µs/dlv':>7}{'wait':>5}{'cli cpu':>8}{'wait':>5}{'up':>5}{'snap':>5}")
 
 
 def _line(r: Row) -> str:
     return (f"{r.server:<7}{r.n:>4} {r.phase:<5}{r.input_rate:>7.0f}{r.deliveries:>9.0f}{_f(r.p50_ms, '.2f'):>8}"
-            f"{_f(r.p99_ms, '.2f'):>8}{_f(r.server_cpu, '.0%'):>8}{_f(r.server_us, '.2f'):>7}"
+            f"{_f(r.p99_ms, '.2f'):>8}{_f(r.server_cpu, '.0%'):>8}{_f(r.server_sys, '.0%'):>5}"
+            f"{_f(r.server_us, '.2f'):>7}"
             f"{_f(r.server_wait, '.0%'):>5}{_f(r.clients_cpu, '.0%'):>8}{_f(r.clients_wait, '.0%'):>5}"
             f"{_f(r.upstream_cpu, '.0%'):>5}{r.snapshots:>5}")
 
@@ -614,8 +639,8 @@ def main() -> None:
     t0 = time.monotonic()
     rows: dict[tuple[str, int, str], Row] = {}
     print(f"book.{INSTRUMENT}.100ms changes, {LEVELS} levels/side (~1.5 KB); {os.cpu_count()} CPUs; load average "
-          f"{_loadavg()}\ncpu = share of one core; wait = share of the window runnable but not running "
-          "(CPU contention, ours or not)", flush=True)
+          f"{_loadavg()}\ncpu = share of one core; sys = the server's part of it in the kernel (socket writes); "
+          "wait = share of the window runnable but not running (CPU contention, ours or not)", flush=True)
     print(HEADER, flush=True)
     for n in args.clients:
         for rate in (FIXED_RATE, 0.0):

@@ -3,16 +3,15 @@ the URLs, and stops everything on Ctrl-C."""
 
 from __future__ import annotations
 
-import json
 import socket
-import time
 from pathlib import Path
 
 import httpx
 import pytest
-from websockets.sync.client import connect
 
 pytest.importorskip("panel", reason="the demo serves the dashboards: needs the dashboards extra")
+
+from conftest import book_messages
 
 from deribit_kit.ui.demo import DemoProcess, free_port, panel_command
 
@@ -40,20 +39,9 @@ def test_demo_serves_dashboards_and_broker_port_and_stops_cleanly() -> None:
         index = httpx.get(urls["Index"], timeout=10, follow_redirects=True)
         assert index.status_code == 200 and "market" in index.text
         # the broker's port serves a book like Deribit does: subscribe, get a snapshot, then changes
-        with connect(urls["Broker"], open_timeout=10, close_timeout=5) as ws:
-            channel = "book.BTC-PERPETUAL.100ms"
-            ws.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "public/subscribe",
-                                "params": {"channels": [channel]}}))
-            seen: list[dict[str, object]] = []
-            deadline = time.monotonic() + 15
-            while len(seen) < 2:
-                msg = json.loads(ws.recv(timeout=max(0.1, deadline - time.monotonic())))
-                if msg.get("id") == 1:
-                    assert msg["result"] == [channel]
-                elif msg.get("method") == "subscription" and msg["params"]["channel"] == channel:
-                    seen.append(msg["params"]["data"])
-            assert seen[0]["type"] == "snapshot" and seen[0]["bids"] and seen[0]["asks"]
-            assert seen[1]["type"] == "change" and seen[1]["prev_change_id"] == seen[0]["change_id"]
+        seen = book_messages(urls["Broker"], "book.BTC-PERPETUAL.100ms", 2)
+        assert seen[0]["type"] == "snapshot" and seen[0]["bids"] and seen[0]["asks"]
+        assert seen[1]["type"] == "change" and seen[1]["prev_change_id"] == seen[0]["change_id"]
     finally:
         code = demo.stop()
     assert code == 0, demo.output

@@ -149,27 +149,34 @@ class _Topic:
                 srv._queue(c, frame)
             return
         live = self.live
+        if not self.ready:
+            return
         if live is None or live.book.state != "live" or live.book.change_id != data.get("change_id"):
             return  # a gap or a change during a resync: the broker resubscribes, a snapshot follows
         snapshot = data.get("type") == "snapshot"
         cid = data.get("change_id")
         prev = data.get("prev_change_id")
-        shared: bytes | None = None
-        for c in self.ready:
+        name = self.name
+        shared = text_frame(jsonrpc.encode_notification(name, data))
+        dirty = srv._dirty
+        for c in self.ready:  # per client per message: kept to dict and list operations
             if c.lagging and not srv._drained(c):
                 c.drops += 1
-                c.sent[self.name] = -1
+                c.sent[name] = -1
                 continue
-            last = c.sent.get(self.name)
-            if snapshot or last == prev:
-                if shared is None:
-                    shared = text_frame(jsonrpc.encode_notification(self.name, data))
-                c.sent[self.name] = cid
+            sent = c.sent
+            if snapshot or sent.get(name) == prev:
+                sent[name] = cid
                 if snapshot:
                     c.snapshots += 1
-                srv._queue(c, shared)
+                out = c.out
+                if not out:  # what _queue does, inline
+                    dirty.append(c)
+                out.append(shared)
             else:
                 self.send_snapshot(c)  # late, lagging or resumed: a fresh snapshot, never a broken chain
+        if dirty:
+            srv._schedule_flush()
 
 
 class BrokerServer:
@@ -242,23 +249,30 @@ class BrokerServer:
     def _queue(self, c: _Client, frame: bytes) -> None:
         if not c.out:
             self._dirty.append(c)
-            if not self._flush_scheduled:
-                self._flush_scheduled = True
-                asyncio.get_running_loop().call_soon(self._flush)
+            self._schedule_flush()
         c.out.append(frame)
 
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
     def _flush(self) -> None:
+        """Write each client's queued frames, one write per client (the hot path: no calls in it
+        but the transport's own)."""
         self._flush_scheduled = False
         dirty, self._dirty = self._dirty, []
         n = 0
+        limit = self.max_buffer
         for c in dirty:
             out, c.out = c.out, []
             conn = c.conn
-            if conn.closed:
+            transport = conn.transport
+            if conn.closed or transport.is_closing():
                 continue
             n += len(out)
-            conn.send_frame(out[0] if len(out) == 1 else b"".join(out))
-            if conn.buffered > self.max_buffer:
+            transport.write(out[0] if len(out) == 1 else b"".join(out))
+            if transport.get_write_buffer_size() > limit:
                 self._too_slow(c)
         self.stats["deliveries"] += n
 
