@@ -111,6 +111,16 @@ def html_pane(text: str = "", **kw: Any) -> Html:
     return Html(text, **kw)
 
 
+def new_view(holder: Any, feed: Any) -> dict[str, Any] | None:
+    """``feed.view()``'s view when its key is not ``holder.key`` (then remembered), else ``None``:
+    a component redraws only when what it shows changed."""
+    key, view = feed.view()
+    if key == holder.key:
+        return None
+    holder.key = key
+    return view
+
+
 class HtmlView(pn.viewable.Viewer):
     """A component that shows one HTML string from a shared view, updated only when its key changes."""
 

@@ -15,7 +15,7 @@ from bokeh.plotting import figure
 
 from . import render
 from .app import ChainFeed, TermFeed
-from .base import HtmlView, LiveDashboard, html_pane, session_safe
+from .base import HtmlView, LiveDashboard, html_pane, new_view, session_safe
 
 
 class OptionChainTable(HtmlView):
@@ -51,10 +51,9 @@ class SmilePlot(pn.viewable.Viewer):
         self.key: Any = None
 
     def update(self, feed: ChainFeed) -> bool:
-        key, view = feed.view()
-        if key == self.key:
+        view = new_view(self, feed)
+        if view is None:
             return False
-        self.key = key
         smile = view["smile"]
         for side in ("call", "put"):
             self.sources[side].data = smile[side]

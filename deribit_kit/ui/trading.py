@@ -25,7 +25,7 @@ from ..errors import DeribitKitError
 from ..models import Instrument
 from . import render
 from .app import AccountFeed, Hub, MarketFeed, describe_error
-from .base import HtmlView, LiveDashboard, html_pane, session_safe
+from .base import HtmlView, LiveDashboard, html_pane, new_view, session_safe
 from .market import InstrumentPicker
 
 log = logging.getLogger("deribit_kit.ui")
@@ -330,10 +330,9 @@ class OpenOrders(pn.viewable.Viewer):
         self.key: Any = None
 
     def update(self, feed: AccountFeed) -> bool:
-        key, view = feed.view()
-        if key == self.key:
+        view = new_view(self, feed)
+        if view is None:
             return False
-        self.key = key
         self.table.value = _frame(view["orders"], render.NUMERIC_ORDER_COLUMNS)
         if self.editing is not None and self.editing not in set(view["orders"]["order_id"]):
             self._end_edit()
@@ -434,10 +433,9 @@ class PositionsTable(pn.viewable.Viewer):
         self.key: Any = None
 
     def update(self, feed: AccountFeed) -> bool:
-        key, view = feed.view()
-        if key == self.key:
+        view = new_view(self, feed)
+        if view is None:
             return False
-        self.key = key
         self.table.value = _frame(view["positions"], render.NUMERIC_POSITION_COLUMNS)
         return True
 
