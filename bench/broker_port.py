@@ -13,12 +13,17 @@ Processes (all on 127.0.0.1, each with its own deadline, all killed at the end o
   as the first field of ``data``: ``"us": time.time_ns() // 1000``. Rate per phase: 1,000 msgs/s,
   then as fast as TCP lets it (it stops writing while its send buffer is over 256 kB).
 * **server**, one of:
-  ``broker``: ``Deribit.connect(upstream)`` + ``Broker`` + ``BrokerServer`` (live book, chain checks,
-  frame-once fan-out; the broker forwards ``data`` as is, so ``us`` reaches the clients), or
+  ``broker``: ``Deribit.connect(upstream)`` + ``Broker`` + ``BrokerServer`` with its defaults (live
+  book, chain checks, frame-once fan-out, a 100ms channel may wait 2 ms to share a write; the broker
+  forwards ``data`` as is, so ``us`` reaches the clients), ``broker0``: the same with
+  ``flush_interval=0`` (a write per client per loop turn), or
   ``relay``: a ``websockets`` client on the upstream and a ``websockets`` server that relays every
   upstream frame unchanged with ``websockets.broadcast`` (no decode, no book). It stops reading the
   upstream while a client's write buffer is over ``--max-buffer`` (``broadcast`` itself has no
   backpressure); the broker instead conflates a client past ``max_buffer`` (= ``--max-buffer``).
+  ``floor`` (fixed rate only): the least any relay does on this machine, each upstream frame framed
+  once and ``transport.write`` to every client on uvloop, no decode, no book, no backpressure; its
+  CPU is mostly the kernel's loopback TCP path, which bounds what the broker can reach.
 * **clients**: picows on uvloop (websockets if picows is missing), spread over 2 processes; each
   frame's receive time minus its ``us`` is the one-way latency (upstream send -> client receive).
 
@@ -284,7 +289,7 @@ def upstream_main(pipe: Connection, deadline: float) -> None:
 # ---------------------------------------------------------------- servers under test
 
 
-def broker_main(pipe: Connection, deadline: float, max_buffer: int) -> None:
+def broker_main(pipe: Connection, deadline: float, max_buffer: int, flush_ms: float | None = None) -> None:
     from deribit_kit.broker import Broker
     from deribit_kit.broker.server import BrokerServer
     from deribit_kit.client import Deribit
@@ -295,13 +300,73 @@ def broker_main(pipe: Connection, deadline: float, max_buffer: int) -> None:
 
     async def main() -> None:
         dk = await Deribit.connect(settings=Settings(target=up_url, client_id=None, client_secret=None))
-        srv = BrokerServer(Broker(dk), max_buffer=max_buffer)
+        kw = {} if flush_ms is None else {"flush_interval": flush_ms / 1000}  # None: the default (2 ms)
+        srv = BrokerServer(Broker(dk), max_buffer=max_buffer, **kw)
         await srv.start()
         pipe.send(srv.ws_url)
         await _wait_readable(pipe, deadline - time.time())
         pipe.send(srv.stats)
         await srv.stop()
         await dk.close()
+
+    _run_child(main, deadline)
+
+
+class _Floor:
+    """WsHandler of the ``floor`` server: answers the subscribe, then only receives frames to write."""
+
+    def __init__(self) -> None:
+        self.clients: list[Any] = []
+
+    def ws_path_ok(self, path: str) -> bool:
+        return True
+
+    def ws_open(self, conn: Any) -> None:
+        pass
+
+    def ws_close(self, conn: Any) -> None:
+        if conn in self.clients:
+            self.clients.remove(conn)
+
+    async def http(self, request: Any) -> Any:
+        from deribit_kit.transport.server import HttpResponse
+
+        return HttpResponse(404, b"{}")
+
+    def ws_message(self, conn: Any, data: bytes) -> None:
+        conn.send(orjson.dumps({"jsonrpc": "2.0", "id": orjson.loads(data).get("id"), "result": [CHANNEL]}))
+        self.clients.append(conn)
+
+
+def floor_main(pipe: Connection, deadline: float, max_buffer: int) -> None:
+    """The least a relay can do: each upstream frame's payload framed once and written to every
+    client's transport (no decode, no book, no backpressure), on uvloop like the broker."""
+    import websockets
+
+    up_url = _recv(pipe, deadline - time.time(), "parent")
+    _use_uvloop()
+
+    async def main() -> None:
+        from deribit_kit.transport.server import LoopbackServer, text_frame
+
+        handler = _Floor()
+        srv = LoopbackServer(handler, "127.0.0.1", 0)
+        await srv.start()
+        up = await websockets.connect(up_url, compression=None, max_size=None, ping_interval=None)
+        await up.send(SUBSCRIBE, text=True)
+
+        async def pump() -> None:
+            while True:
+                frame = text_frame(await up.recv(decode=False))
+                for c in handler.clients:
+                    c.transport.write(frame)
+
+        task = asyncio.get_running_loop().create_task(pump())
+        pipe.send(f"ws://127.0.0.1:{srv.port}/ws/api/v2")
+        await _wait_readable(pipe, deadline - time.time())
+        pipe.send({})
+        task.cancel()
+        await srv.stop()
 
     _run_child(main, deadline)
 
@@ -564,7 +629,9 @@ def run_one(kind: str, n: int, rate: float, args: argparse.Namespace) -> Row:
     try:
         # all spawned at once so that their imports overlap; the URLs follow as they become known
         up_pid, up_pipe = run.spawn(upstream_main, deadline)
-        srv_pid, srv_pipe = run.spawn(broker_main if kind == "broker" else relay_main, deadline, args.max_buffer)
+        server_main = {"broker": broker_main, "broker0": broker_main, "relay": relay_main, "floor": floor_main}[kind]
+        extra = (0.0,) if kind == "broker0" else ()
+        srv_pid, srv_pipe = run.spawn(server_main, deadline, args.max_buffer, *extra)
         clients = [run.spawn(clients_main, k, deadline) for k in ([n] if n == 1 else [n - n // 2, n // 2])]
         srv_pipe.send(_recv(up_pipe, 20, "upstream"))
         url = _recv(srv_pipe, 20, kind)
@@ -634,7 +701,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=0.6, help="warm-up seconds before the measured window")
     ap.add_argument("--max-buffer", type=int, default=1 << 20,
                     help="per-client send buffer limit: broker max_buffer (conflation) and relay pause threshold")
-    ap.add_argument("--servers", nargs="+", default=["broker", "relay"], choices=["broker", "relay"])
+    ap.add_argument("--servers", nargs="+", default=["broker", "broker0", "relay", "floor"],
+                    choices=["broker", "broker0", "relay", "floor"])
     args = ap.parse_args()
     t0 = time.monotonic()
     rows: dict[tuple[str, int, str], Row] = {}
@@ -645,6 +713,8 @@ def main() -> None:
     for n in args.clients:
         for rate in (FIXED_RATE, 0.0):
             for kind in args.servers:
+                if kind == "floor" and not rate:
+                    continue  # no backpressure: its max rate would only measure buffers growing
                 try:
                     r = run_one(kind, n, rate, args)
                 except Exception as exc:  # one failed run must not lose the others
@@ -673,6 +743,11 @@ def main() -> None:
         print(f"target 1 (N=100 x 1,000 msgs/s delivered, broker < 60% of a core, p99 < 10 ms): "
               f"{'MET' if ok else 'NOT MET'} ({fixed.deliveries:,.0f}/s, {_f(fixed.server_cpu, '.0%')}, "
               f"p99 {_f(fixed.p99_ms, '.2f')} ms)")
+    cpu = {k: r.server_cpu for k in ("floor", "broker0", "broker") if (r := rows.get((k, 100, fixed_phase)))}
+    if len(cpu) == 3 and None not in cpu.values():
+        print(f"N=100 x 1,000 msgs/s, share of a core: floor {cpu['floor']:.0%} (a write per client per message, "
+              f"nothing else), broker0 {cpu['broker0']:.0%} (the same writes + decode, book, chains), "
+              f"broker {cpu['broker']:.0%} (100ms channels share writes over 2 ms)")
     bmax, rmax = rows.get(("broker", 100, "max")), rows.get(("relay", 100, "max"))
     if bmax and rmax and rmax.deliveries:
         ratio = bmax.deliveries / rmax.deliveries

@@ -155,7 +155,8 @@ async def run_broker(args: argparse.Namespace) -> None:
     dk = await Deribit.connect(args.upstream)
     broker = Broker(dk)
     token = args.token or os.environ.get("DERIBIT_KIT_BROKER_TOKEN")
-    server = BrokerServer(broker, args.host, args.port, ctx, token=token, max_connections=args.max_connections)
+    server = BrokerServer(broker, args.host, args.port, ctx, token=token, max_connections=args.max_connections,
+                          flush_interval=args.flush_ms / 1000)
     try:
         await server.start()
         if dk.sim is not None:
@@ -232,6 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--keyfile", default=None)
     b.add_argument("--token", default=None, help="enables private forwarding (env DERIBIT_KIT_BROKER_TOKEN)")
     b.add_argument("--max-connections", type=int, default=1000)
+    b.add_argument("--flush-ms", type=float, default=2.0,
+                   help="interval channels (100ms, agg2) may wait this long to share a write (0: never wait)")
     b.set_defaults(func=run_broker)
 
     f = sub.add_parser("fault", help="inject a fault into a running embedded exchange")

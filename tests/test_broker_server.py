@@ -16,7 +16,7 @@ import httpx
 import orjson
 import pytest
 import websockets
-from conftest import RawPeer, connect_peer
+from conftest import RawPeer, connect_peer, expect
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -327,3 +327,41 @@ async def test_fuzz_frames(fuzz_target: tuple[BrokerServer, list[websockets.Clie
     good = await connect_peer(srv.ws_url)
     assert await good.result("public/test") == {"version": "1.2.26"}
     await good.close()
+
+
+async def test_interval_channels_wait_for_the_flush_window_replies_never(sim: Simulator) -> None:
+    """With a (huge) flush window, 100ms book changes queue up instead of going out each loop turn;
+    a reply is never held and takes them along, in order and chained."""
+    dk = await _upstream(sim)
+    broker = Broker(dk)
+    async with BrokerServer(broker, flush_interval=30.0) as srv:
+        p = await connect_peer(srv.ws_url)
+        assert await p.result("public/subscribe", {"channels": [BOOK]}) == [BOOK]  # the reply is not held
+        live = srv.topics[BOOK].live
+        assert live is not None
+        for _ in range(3):
+            await asyncio.wait_for(expect(live.updated), 5)
+        (client,) = srv.clients
+        assert len(client.out) >= 3 and srv._flush_timed  # queued, waiting for the window
+        await p.barrier()  # public/test: its reply flushes what waits
+        chain = Chain()
+        for note in p.drain():
+            chain.feed(note["data"])
+        assert chain.snapshots == 1 and chain.book.changes >= 2
+        await p.close()
+    await broker.close()
+    await dk.close()
+
+
+async def test_channels_without_interval_are_not_held(sim: Simulator) -> None:
+    dk = await _upstream(sim)
+    broker = Broker(dk)
+    async with BrokerServer(broker, flush_interval=30.0) as srv:
+        p = await connect_peer(srv.ws_url)
+        index = "deribit_price_index.btc_usd"
+        assert await p.result("public/subscribe", {"channels": [index]}) == [index]
+        note = await p.next_notification(index, timeout=5)  # no request needed to get it out
+        assert note["data"]["index_name"] == "btc_usd" and note["data"]["price"] > 0
+        await p.close()
+    await broker.close()
+    await dk.close()

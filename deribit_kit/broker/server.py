@@ -6,7 +6,11 @@
 * Each channel an external client asks for is one :class:`_Topic`: one broker consumer (callback,
   so delivery is a direct call) whatever the number of external subscribers.
 * Notifications are encoded and framed once (``text_frame(encode_notification(...))``) and the same
-  bytes are queued to every subscriber; each client's queue is written once per event-loop turn.
+  bytes are queued to every subscriber; each client's queue is written in one ``write`` at the end
+  of the event-loop turn. Interval channels (``100ms``, ``agg2``: Deribit batches them itself) may
+  wait ``flush_interval`` (2 ms) so that several go out in one write: under load that halves the
+  socket writes, the port's main cost. Replies, raw channels and channels without an interval are
+  never held (and take what is queued with them, in order).
 * Book channels never show a break the exchange did not cause: a joiner gets a snapshot built from
   the broker's live book; a change goes only to clients whose last ``change_id`` is its
   ``prev_change_id``; anyone else (late, lagging, after a resync) gets a fresh snapshot.
@@ -76,6 +80,9 @@ class _Topic:
         info = parse_channel(name)
         self.is_book = info.family == "book"
         self.private = info.private
+        # Deribit batches interval channels (100ms, agg2) itself: the port may hold them for
+        # flush_interval to write several at once; raw channels and the rest go out this loop turn
+        self.soon = info.interval in (None, "raw")
         self.clients: set[_Client] = set()
         self.ready: set[_Client] = set()  # subscribe reply sent: notifications may flow
         self.consumer: Consumer | None = None
@@ -134,7 +141,7 @@ class _Topic:
         assert self.live is not None
         c.sent[self.name] = self.live.book.change_id
         c.snapshots += 1
-        self.server._queue(c, frame)
+        self.server._queue(c, frame, self.soon)
 
     def _on_note(self, item: Item) -> None:
         data = getattr(item, "data", None)
@@ -146,7 +153,7 @@ class _Topic:
                 if c.lagging and not srv._drained(c):
                     c.drops += 1
                     continue
-                srv._queue(c, frame)
+                srv._queue(c, frame, self.soon)
             return
         live = self.live
         if not self.ready:
@@ -176,7 +183,7 @@ class _Topic:
             else:
                 self.send_snapshot(c)  # late, lagging or resumed: a fresh snapshot, never a broken chain
         if dirty:
-            srv._schedule_flush()
+            srv._schedule_flush(self.soon)
 
 
 class BrokerServer:
@@ -186,7 +193,8 @@ class BrokerServer:
                  ssl_context: ssl.SSLContext | None = None, token: str | None = None, *,
                  client_id: str = "deribit-kit-broker", max_connections: int = 1000,
                  max_channels: int = 1000, max_buffer: int = 4 * 1024 * 1024, slow_policy: SlowPolicy = "conflate",
-                 rate_limits: bool = True, min_heartbeat_interval: int = 10, testnet: bool = True) -> None:
+                 rate_limits: bool = True, min_heartbeat_interval: int = 10, testnet: bool = True,
+                 flush_interval: float = 0.002) -> None:
         self.broker = broker
         self.host, self.port = host, port
         self.ssl_context = ssl_context
@@ -199,11 +207,13 @@ class BrokerServer:
         self.rate_limits = rate_limits
         self.min_heartbeat_interval = min_heartbeat_interval
         self.testnet = testnet
+        self.flush_interval = flush_interval
         self.clients: set[_Client] = set()
         self.topics: dict[str, _Topic] = {}
         self.server: LoopbackServer | None = None
         self._dirty: list[_Client] = []
-        self._flush_scheduled = False
+        self._flush_handle: asyncio.Handle | None = None
+        self._flush_timed = False  # the scheduled flush waits for flush_interval
         self._tokens: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.stats = {"requests": 0, "errors": 0, "refused": 0, "slow_disconnects": 0, "deliveries": 0}
@@ -217,6 +227,8 @@ class BrokerServer:
         return self
 
     async def stop(self) -> None:
+        if self._flush_handle is not None:
+            self._flush()  # what is queued goes out before the connections close
         if self.server is not None:
             await self.server.stop()
             self.server = None
@@ -246,21 +258,30 @@ class BrokerServer:
         t.add_done_callback(self._tasks.discard)
 
     # ------------------------------------------------------------ output, grouped per loop turn
-    def _queue(self, c: _Client, frame: bytes) -> None:
+    def _queue(self, c: _Client, frame: bytes, soon: bool = False) -> None:
         if not c.out:
             self._dirty.append(c)
-            self._schedule_flush()
         c.out.append(frame)
+        self._schedule_flush(soon)
 
-    def _schedule_flush(self) -> None:
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+    def _schedule_flush(self, soon: bool = False) -> None:
+        """Write the queued frames at the end of this loop turn, or ``flush_interval`` later for
+        notifications (``soon``: a reply, which never waits)."""
+        h = self._flush_handle
+        if h is not None:
+            if not (soon and self._flush_timed):
+                return
+            h.cancel()
+        loop = asyncio.get_running_loop()
+        if soon or not self.flush_interval:
+            self._flush_handle, self._flush_timed = loop.call_soon(self._flush), False
+        else:
+            self._flush_handle, self._flush_timed = loop.call_later(self.flush_interval, self._flush), True
 
     def _flush(self) -> None:
         """Write each client's queued frames, one write per client (the hot path: no calls in it
         but the transport's own)."""
-        self._flush_scheduled = False
+        self._flush_handle = None
         dirty, self._dirty = self._dirty, []
         n = 0
         limit = self.max_buffer
@@ -293,7 +314,7 @@ class BrokerServer:
         return True
 
     def _reply(self, c: _Client, payload: bytes) -> None:
-        self._queue(c, text_frame(payload))
+        self._queue(c, text_frame(payload), soon=True)
 
     # ------------------------------------------------------------ WsHandler
     def ws_path_ok(self, path: str) -> bool:
