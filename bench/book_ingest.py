@@ -7,7 +7,8 @@ then change messages touching 20 levels per side with new/change/delete, prev_ch
 encoded as JSON text exactly as a WebSocket text frame delivers it, and measures per message:
 
 * ours: orjson decode + ``OrderBook.apply`` + top-10 read of both sides, with the book as a tick
-  ladder (``OrderBook(..., tick_size=0.5)``, what the broker builds for a future) and as a dict +
+  ladder (``OrderBook(..., tick_size=0.5)``, what the broker builds for a future; with its compiled
+  loops from ``deribit_kit._speedups`` and, to show the fallback, without them) and as a dict +
   bisect-sorted price list (no tick size: options, or unknown); also decoded by msgspec (typed
   ``Struct`` envelope with the book ``data`` as a typed dict, and ``Raw`` envelope + typed data,
   two stages), without the decode, and apply alone;
@@ -51,6 +52,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from deribit_kit import book as book_module
 from deribit_kit.book import OrderBook
 
 INSTRUMENT = "BTC-PERPETUAL"
@@ -207,14 +209,28 @@ def _book_variant(
     pre_decoded: Callable[[str], Any] | None = None,
     baseline: str | None = None,
     key: str | None = None,
+    pure: bool = False,
 ) -> Variant:
-    """``decode(msg)`` -> the notification's ``data``; then ``OrderBook.apply`` (+ a top-10 read)."""
+    """``decode(msg)`` -> the notification's ``data``; then ``OrderBook.apply`` (+ a top-10 read).
+    ``pure``: with the ladder's compiled loops switched off around each message (the fallback
+    without a C compiler; switching costs ~0.1 µs)."""
 
     def make() -> tuple[Handler, Callable[[], Any]]:
         book = OrderBook(INSTRUMENT, tick_size=tick_size)
         book.apply(orjson.loads(snapshot)["params"]["data"])
         apply, bids, asks = book.apply, book.bids, book.asks
-        if read_top:
+        if pure:
+            compiled = book_module._ladder_apply, book_module._ladder_head
+
+            def handle(msg: Any) -> None:
+                book_module._ladder_apply = book_module._ladder_head = None  # type: ignore[assignment]
+                try:
+                    apply(decode(msg))
+                    bids(10)
+                    asks(10)
+                finally:
+                    book_module._ladder_apply, book_module._ladder_head = compiled
+        elif read_top:
             def handle(msg: Any) -> None:
                 apply(decode(msg))
                 bids(10)
@@ -244,6 +260,8 @@ def ours_variants(snapshot: str) -> list[Variant]:
     return [
         _book_variant(snapshot, "ours", "orjson + tick ladder + top-10", lambda m: loads(m)["params"]["data"], TICK,
                       baseline="ours-full", key="ours-full"),
+        _book_variant(snapshot, "ours", "orjson + tick ladder (pure Python) + top-10",
+                      lambda m: loads(m)["params"]["data"], TICK, baseline="ours-full", pure=True),
         _book_variant(snapshot, "ours", "orjson + dict/bisect + top-10", lambda m: loads(m)["params"]["data"], None,
                       baseline="ours-full"),
         _book_variant(snapshot, "ours", "msgspec typed Struct + tick ladder + top-10", lambda m: typed(m).params.data,
@@ -587,7 +605,8 @@ def main() -> None:
     avg = statistics.mean(len(m.encode()) for m in messages)
     print(f"Python {sys.version.split()[0]}, orjson {orjson.__version__}; stream: {CHANNEL}, snapshot "
           f"{LEVELS} levels/side ({len(snapshot) / 1024:.0f} KB), {len(messages)} changes x {PER_SIDE} "
-          f"levels/side, avg {avg:.0f} B; {args.reps} reps + 1 warm-up")
+          f"levels/side, avg {avg:.0f} B; {args.reps} reps + 1 warm-up; the ladder's compiled loops "
+          f"(deribit_kit._speedups): {'built' if book_module._ladder_apply is not None else 'NOT built (pure Python)'}")
     variants = (ours_variants(snapshot) + broker_variants(snapshot) + ccxt_variants(snapshot)
                 + cryptofeed_variants(snapshot))
     measure(variants, messages, args.reps, args.chunk or len(messages))
