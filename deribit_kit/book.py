@@ -5,11 +5,11 @@ Deribit sends one ``snapshot`` (every level as ``new``) and then ``change`` mess
 are not consecutive). :class:`OrderBook` applies that stream and makes its integrity visible:
 
 * ``state`` is one of :data:`SYNCING` (no snapshot yet), :data:`LIVE`, :data:`RESYNCING`
-  (a gap in the chain, a crossed book, or :meth:`OrderBook.mark_resyncing`; only a snapshot
-  makes the book live again) and :data:`STALE` (:meth:`OrderBook.check_stale` saw no update for
+  (a gap in the chain, a crossed book, a malformed change, or :meth:`OrderBook.mark_resyncing`;
+  only a snapshot makes the book live again) and :data:`STALE` (:meth:`OrderBook.check_stale` saw no update for
   too long; the next applied update makes it live again).
 * counters: ``changes``, ``snapshots``, ``resyncs``, ``gaps``, ``crossed``, ``unknown_deletes``,
-  ``discarded``, plus ``change_id`` and ``last_update_ms``.
+  ``discarded``, ``malformed``, plus ``change_id`` and ``last_update_ms``.
 
 A change that does not continue the chain is never applied: :meth:`OrderBook.apply` returns
 ``False`` and the owner (the broker) resubscribes or loads a REST snapshot
@@ -415,6 +415,7 @@ class OrderBook:
         "gaps",
         "instrument_name",
         "last_update_ms",
+        "malformed",
         "resyncs",
         "snapshots",
         "state",
@@ -438,6 +439,7 @@ class OrderBook:
         self.crossed = 0
         self.unknown_deletes = 0
         self.discarded = 0
+        self.malformed = 0
 
     @property
     def tick_size(self) -> float | None:
@@ -466,19 +468,29 @@ class OrderBook:
         becomes ``resyncing`` and ``False`` is returned. While resyncing or syncing, changes
         are discarded (``discarded`` grows) until a snapshot arrives; so are changes that are
         not newer than the book (``change_id`` <= the book's, e.g. after a REST snapshot).
+
+        A change with a malformed entry raises (``TypeError``, ``ValueError``, ``OverflowError``,
+        ``KeyError``...) after applying the entries before it: the book counts it in ``malformed``
+        and is ``resyncing`` (untrusted until a snapshot), like after a gap.
         """
         kind = data["type"]
         if kind == "change":
             if not self._synced or data.get("prev_change_id") != self.change_id:
                 return self._reject(data)
             try:
-                unknown = self._bids.apply(data["bids"])
-            except _Misfit as exc:
-                unknown = self._demote(True, exc)
-            try:
-                unknown += self._asks.apply(data["asks"])
-            except _Misfit as exc:
-                unknown += self._demote(False, exc)
+                try:
+                    unknown = self._bids.apply(data["bids"])
+                except _Misfit as exc:
+                    unknown = self._demote(True, exc)
+                try:
+                    unknown += self._asks.apply(data["asks"])
+                except _Misfit as exc:
+                    unknown += self._demote(False, exc)
+            except Exception:  # applied in part: only a snapshot makes the book right again
+                self.malformed += 1
+                self._synced = False
+                self.state = RESYNCING
+                raise
             if unknown:
                 self.unknown_deletes += unknown
             self.change_id = data["change_id"]

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import orjson
 import pytest
 
 from deribit_kit.broker import Broker, ConsumerClosed, Gap, LiveBook, chunk_channels
@@ -119,6 +120,27 @@ async def test_gap_resyncs_only_that_instrument(sim: Simulator, dk: Deribit) -> 
     assert eth.book.resyncs == 0 and eth.book.gaps == 0 and eth.state == "live"
     m = broker.metrics()["channels"]
     assert m[f"book.{BTC}.100ms"]["gaps"] >= 1 and m[f"book.{ETH}.100ms"]["resyncs"] == 0
+    await broker.close()
+
+
+async def test_malformed_book_change_resyncs_only_that_book(manual_sim: Simulator, mdk: Deribit) -> None:
+    """A change that continues the chain but holds a bad entry is applied in part: the book says so
+    (malformed, resyncing), the broker resyncs it alone, and it equals the exchange's book again."""
+    sim = manual_sim
+    broker = Broker(mdk)
+    btc, eth = await asyncio.gather(broker.book(BTC), broker.book(ETH))
+    cid = btc.book.change_id
+    assert cid is not None
+    bad = {"jsonrpc": "2.0", "method": "subscription", "params": {"channel": f"book.{BTC}.100ms", "data": {
+        "type": "change", "timestamp": sim.market.last_step_ms, "prev_change_id": cid, "change_id": cid + 1,
+        "instrument_name": BTC, "bids": [["new", 1.0, 5.0], ["new", "not a price", 1.0]], "asks": []}}}
+    sim.faults.inject_frame(orjson.dumps(bad))
+    await until(lambda: btc.book.resyncs >= 1 and btc.state == "live", btc, timeout=10)
+    assert btc.book.malformed == 1 and broker.book_resyncs >= 1
+    assert_equal_to_rest(btc, await mdk.order_book(BTC))  # the half-applied level is gone
+    assert eth.book.resyncs == 0 and eth.book.malformed == 0 and eth.state == "live"
+    assert broker.metrics()["channels"][f"book.{BTC}.100ms"]["malformed"] == 1
+    assert f'deribit_kit_broker_book_malformed_total{{channel="book.{BTC}.100ms"}} 1' in broker.prometheus()
     await broker.close()
 
 

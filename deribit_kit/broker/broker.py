@@ -181,7 +181,7 @@ class _Channel(Subscription):
             book = live.book
             try:
                 ok = book.apply(data)
-            except (KeyError, TypeError, ValueError):
+            except Exception:  # malformed: the book is resyncing (or unchanged for a bad snapshot)
                 log.exception("bad book message on %s", self.name)
                 ok = False
             if not ok:
@@ -645,7 +645,7 @@ class Broker:
             if st.live is not None:
                 b = st.live.book
                 entry.update(book_state=b.state, changes=b.changes, gaps=b.gaps, resyncs=b.resyncs,
-                             crossed=b.crossed, change_id=b.change_id)
+                             crossed=b.crossed, malformed=b.malformed, change_id=b.change_id)
             channels[name] = entry
         self._last_metrics = (now, counts)
         t = self.client._transport
@@ -698,6 +698,8 @@ class Broker:
                [({"channel": k}, v["gaps"]) for k, v in ch.items() if "gaps" in v])
         metric("book_resyncs_applied_total", "counter", "snapshots after the first per book",
                [({"channel": k}, v["resyncs"]) for k, v in ch.items() if "resyncs" in v])
+        metric("book_malformed_total", "counter", "changes with a malformed entry per book (each resyncs it)",
+               [({"channel": k}, v["malformed"]) for k, v in ch.items() if "malformed" in v])
         cons = m["consumers"]
         for key, helptext in (("delivered", "messages delivered"), ("dropped", "messages dropped or conflated")):
             metric(f"consumer_{key}_total", "counter", helptext,
