@@ -194,8 +194,17 @@ class _Ladder:
         Raises :class:`_Misfit`, after applying the entries before it, at a price the ladder
         cannot hold.
         """
-        if _ladder_apply is not None and type(entries) is list:
-            return self._apply_compiled(entries)
+        if _ladder_apply is not None and type(entries) is list:  # the C loop; the common case inline
+            slots = self.slots
+            pos, first, count, unknown = _ladder_apply(slots, self.owners, self.origin, self.scale, entries, 0,
+                                                       self.first, self.count)
+            if pos < len(entries):
+                return self._apply_compiled(entries, pos, first, count, unknown)
+            if count and slots[first] is not None:  # the best level is still there
+                self.first, self.count, self.best_price = first, count, slots[first][0]  # type: ignore[index]
+            else:
+                self._settle(first, count)
+            return unknown
         slots, index = self.slots, self.index
         first, count = self.first, self.count
         unknown = 0
@@ -228,12 +237,12 @@ class _Ladder:
         self._settle(first, count)
         return unknown
 
-    def _apply_compiled(self, entries: list[Any]) -> int:
-        """:meth:`apply` with the loop in C (``_speedups.ladder_apply``), which takes every entry
-        but a price new to the side or a malformed one; those go through the Python loop, one each."""
+    def _apply_compiled(self, entries: list[Any], pos: int, first: int, count: int, unknown: int) -> int:
+        """The rest of :meth:`apply` after the C loop (``_speedups.ladder_apply``) stopped at
+        ``entries[pos]``: it takes every entry but a price new to the side or a malformed one; those
+        go through the Python loop, one each, and the C loop goes on after them."""
         assert _ladder_apply is not None
         slots, owners, origin, scale, n = self.slots, self.owners, self.origin, self.scale, len(entries)
-        pos, first, count, unknown = _ladder_apply(slots, owners, origin, scale, entries, 0, self.first, self.count)
         while pos < n:
             self.first, self.count = first, count
             try:
