@@ -257,12 +257,14 @@ class BrokerServer:
         self._tasks.add(t)
         t.add_done_callback(self._tasks.discard)
 
-    # ------------------------------------------------------------ output, grouped per loop turn
+    # ------------------------------------------------------------ output, grouped per loop turn or flush window
     def _queue(self, c: _Client, frame: bytes, soon: bool = False) -> None:
-        if not c.out:
+        out = c.out
+        if not out:
             self._dirty.append(c)
-        c.out.append(frame)
-        self._schedule_flush(soon)
+        out.append(frame)
+        if len(out) == 1 or (soon and self._flush_timed):  # else a flush is due anyway
+            self._schedule_flush(soon)
 
     def _schedule_flush(self, soon: bool = False) -> None:
         """Write the queued frames at the end of this loop turn, or ``flush_interval`` later for
