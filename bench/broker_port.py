@@ -174,11 +174,11 @@ class Feed:
         return out
 
 
-class Upstream:
-    """WsHandler for ``LoopbackServer``: the few methods a Deribit client and the broker call."""
+class _WsOnly:
+    """The parts of a ``LoopbackServer`` handler these tiny servers share: any path, no HTTP.
+    ``subs``: the connections that get the stream."""
 
     def __init__(self) -> None:
-        self.feed = Feed()
         self.subs: set[Any] = set()
 
     def ws_path_ok(self, path: str) -> bool:
@@ -194,6 +194,14 @@ class Upstream:
         from deribit_kit.transport.server import HttpResponse
 
         return HttpResponse(404, b"{}")
+
+
+class Upstream(_WsOnly):
+    """WsHandler for ``LoopbackServer``: the few methods a Deribit client and the broker call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.feed = Feed()
 
     def ws_message(self, conn: Any, data: bytes) -> None:
         req = orjson.loads(data)
@@ -312,30 +320,12 @@ def broker_main(pipe: Connection, deadline: float, max_buffer: int, flush_ms: fl
     _run_child(main, deadline)
 
 
-class _Floor:
+class _Floor(_WsOnly):
     """WsHandler of the ``floor`` server: answers the subscribe, then only receives frames to write."""
-
-    def __init__(self) -> None:
-        self.clients: list[Any] = []
-
-    def ws_path_ok(self, path: str) -> bool:
-        return True
-
-    def ws_open(self, conn: Any) -> None:
-        pass
-
-    def ws_close(self, conn: Any) -> None:
-        if conn in self.clients:
-            self.clients.remove(conn)
-
-    async def http(self, request: Any) -> Any:
-        from deribit_kit.transport.server import HttpResponse
-
-        return HttpResponse(404, b"{}")
 
     def ws_message(self, conn: Any, data: bytes) -> None:
         conn.send(orjson.dumps({"jsonrpc": "2.0", "id": orjson.loads(data).get("id"), "result": [CHANNEL]}))
-        self.clients.append(conn)
+        self.subs.add(conn)
 
 
 def floor_main(pipe: Connection, deadline: float, max_buffer: int) -> None:
@@ -358,7 +348,7 @@ def floor_main(pipe: Connection, deadline: float, max_buffer: int) -> None:
         async def pump() -> None:
             while True:
                 frame = text_frame(await up.recv(decode=False))
-                for c in handler.clients:
+                for c in handler.subs:
                     c.transport.write(frame)
 
         task = asyncio.get_running_loop().create_task(pump())

@@ -1,8 +1,8 @@
 /* Compiled inner loops of a tick-ladder book side (deribit_kit.book._Ladder.apply and .head).
  *
- * Optional: when this extension is not built, book.py runs the same loop in Python. It takes the
- * entries the common way (a known price, or a delete of an unknown one) and stops at any entry it
- * does not take (a price new to the side, a malformed entry, a value of an unexpected type), so
+ * Optional: when this extension is not built, book.py runs the same loops in Python.
+ * ladder_apply takes the entries the common way (a known price, or a delete of an unknown one) and
+ * stops at any entry it does not take (a price new to the side, a malformed entry, a value of an unexpected type), so
  * the Python code handles that one entry with its own rules and errors, then calls in again.
  *
  * A price's slot is computed, not looked up: round((price - origin) * scale), rounding half to
@@ -184,7 +184,7 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "deribit_kit._speedups",
-    "Compiled hot loop of deribit_kit.book (optional; book.py has the same loop in Python).", -1, methods,
+    "Compiled hot loops of deribit_kit.book (optional; book.py has the same loops in Python).", -1, methods,
 };
 
 PyMODINIT_FUNC

@@ -6,8 +6,8 @@ are not consecutive). :class:`OrderBook` applies that stream and makes its integ
 
 * ``state`` is one of :data:`SYNCING` (no snapshot yet), :data:`LIVE`, :data:`RESYNCING`
   (a gap in the chain, a crossed book, a malformed change, or :meth:`OrderBook.mark_resyncing`;
-  only a snapshot makes the book live again) and :data:`STALE` (:meth:`OrderBook.check_stale` saw no update for
-  too long; the next applied update makes it live again).
+  only a snapshot makes the book live again) and :data:`STALE` (:meth:`OrderBook.check_stale`
+  saw no update for too long; the next applied update makes it live again).
 * counters: ``changes``, ``snapshots``, ``resyncs``, ``gaps``, ``crossed``, ``unknown_deletes``,
   ``discarded``, ``malformed``, plus ``change_id`` and ``last_update_ms``.
 
@@ -34,7 +34,7 @@ The ladder's update loop and top-N read also exist compiled (``_speedups.c``, bu
 install`` where there is a C compiler, else skipped). The update loop computes a price's slot
 instead of hashing the price and takes every entry but a price new to the side or a malformed
 one, which go through the Python loop one at a time, so both give the same books and the same
-errors (the property test runs both). Apply of a 20-level change: ~5.7 -> ~3.2 µs
+errors (the property tests run both). Apply of a 20-level change: ~5.7 -> ~2.9 µs
 (``bench/book_ingest.py``).
 
 :attr:`OrderBook.layout` tells which one a book uses; both hold exactly the prices given. Prices
