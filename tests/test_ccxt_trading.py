@@ -7,16 +7,13 @@ The exchange runs with ``autostep=False``: the market only moves on ``sim.step()
 the mark price and therefore the account's equity and margins stay put between ccxt's call and the
 reference call.
 
-ccxt signs with ``nonce = ts = the current millisecond``, and the exchange, like Deribit, takes each
-nonce once per key: two signed requests in one millisecond collide (13009). Over a real network a
-round trip takes more than a millisecond; over loopback it does not, so the harness holds the next
-request until the clock has left the last signed request's millisecond (a wait on a condition, not a
-timed sleep). ccxt itself is not touched: it signs exactly as it would against Deribit.
+ccxt signs with ``nonce = ts = the current millisecond``; over loopback two signed requests often
+land in the same millisecond. They sign different text, so the exchange takes both and refuses only
+an exact replay (the same timestamp, nonce and signature).
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -55,20 +52,6 @@ async def ccxt_ex(quiet_sim: Simulator) -> AsyncIterator[tuple[Any, list[str]]]:
     acct = quiet_sim.demo_account
     ex = ccxt_async.deribit({"apiKey": acct.client_id, "secret": acct.client_secret, "enableRateLimit": False})
     urls = point_at(ex, quiet_sim)
-    loopback_fetch = ex.fetch
-
-    async def one_signature_per_ms(url: str, method: str = "GET", headers: Any = None, body: Any = None) -> Any:
-        try:
-            return await loopback_fetch(url, method, headers, body)
-        finally:
-            auth = (headers or {}).get("Authorization", "")
-            if auth.startswith("deri-hmac-sha256 "):
-                fields = dict(kv.split("=", 1) for kv in auth.split(" ", 1)[1].split(","))
-                last = max(int(fields["ts"]), int(fields["nonce"]))
-                while ex.milliseconds() <= last:
-                    await asyncio.sleep(0)
-
-    ex.fetch = one_signature_per_ms
     try:
         yield ex, urls
     finally:

@@ -236,8 +236,12 @@ async def test_auth_client_signature_and_replay(peer: RawPeer, sim: Simulator) -
     params = signature_params(acct.client_id, acct.client_secret, data="x")
     result = await peer.result("public/auth", params)
     assert result["access_token"] and result["token_type"] == "bearer"
-    err = error_of(await peer.call("public/auth", params), 13009)  # same nonce again
-    assert err["message"] == "unauthorized"
+    err = error_of(await peer.call("public/auth", params), 13009)  # the exact same signature again
+    assert err["message"] == "unauthorized" and err["data"]["reason"] == "signature already used (replay)"
+    # same timestamp and nonce, different signed data (ccxt: ts = nonce = the current ms): not a replay
+    other = signature_params(acct.client_id, acct.client_secret, timestamp=params["timestamp"],
+                             nonce=params["nonce"], data="y")
+    assert (await peer.result("public/auth", other))["access_token"]
     bad = signature_params(acct.client_id, "wrong-secret")
     error_of(await peer.call("public/auth", bad), 13009)
     stale = signature_params(acct.client_id, acct.client_secret, timestamp=sim.now_ms() - 10 * 60_000)

@@ -881,3 +881,21 @@ async def test_http_private_calls_with_bearer_and_signature(sim: Simulator, peer
     # the HTTP order shows on the WebSocket side too
     [trade] = (await peer.result("private/get_user_trades_by_instrument", {"instrument_name": PERP}))["trades"]
     assert trade["label"] == "http" and math.isclose(trade["amount"], 10)
+
+
+async def test_http_signatures_sharing_a_millisecond_pass_exact_replays_do_not(sim: Simulator) -> None:
+    """ccxt signs with ts = nonce = the current millisecond: two different calls in one millisecond
+    share both, and must pass; sending the very same signed request again is a replay."""
+    ts = sim.accounts.clock() * 1000 // 1
+    async with httpx.AsyncClient(base_url=sim.http_url, timeout=5.0) as http:
+        answers = []
+        for currency in ("BTC", "ETH"):
+            uri = f"/api/v2/private/get_positions?currency={currency}"
+            header = http_signature_header(DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, "GET", uri,
+                                           timestamp=int(ts), nonce=str(int(ts)))
+            answers.append((uri, header, await http.get(uri, headers={"Authorization": header})))
+        assert [r.status_code for _, _, r in answers] == [200, 200], [r.text for _, _, r in answers]
+        uri, header, _ = answers[0]
+        replay = await http.get(uri, headers={"Authorization": header})
+        assert replay.status_code == 401
+        assert replay.json()["error"]["data"]["reason"] == "signature already used (replay)"

@@ -2,7 +2,8 @@
 
 ``public/auth`` (client_credentials, client_signature, refresh_token) issues an access token and
 a refresh token; HTTP calls authenticate with ``Authorization: Bearer``, ``Basic`` or
-``deri-hmac-sha256``. Tokens expire after ``token_ttl`` seconds; a used nonce is refused.
+``deri-hmac-sha256``. Tokens expire after ``token_ttl`` seconds; a signature outside the time
+window, or an exact replay of one already used, is refused (:class:`~deribit_kit.wire.auth.ReplayGuard`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from ..wire import auth as wire_auth
 from ..wire.credits import CreditPools
 
 DEFAULT_SCOPE = "account:read_write trade:read_write wallet:read_write block_trade:read_write connection"
-SIGNATURE_WINDOW_MS = 60_000
 
 
 @dataclass(eq=False)
@@ -53,7 +53,7 @@ class Accounts:
         self.refresh: dict[str, Token] = {}
         self.token_ttl = token_ttl
         self.clock = clock
-        self._nonces: dict[str, float] = {}
+        self._replays = wire_auth.ReplayGuard(clock=clock)
 
     def create(self, client_id: str, client_secret: str, name: str = "demo") -> Account:
         acct = self.by_client_id.get(client_id)
@@ -89,16 +89,10 @@ class Accounts:
             "enabled_features": [],
         }
 
-    def _check_nonce(self, client_id: str, nonce: str, timestamp: int) -> None:
-        now = self.clock()
-        if abs(now * 1000 - timestamp) > SIGNATURE_WINDOW_MS:
-            raise error_for_code(13009, data={"reason": "timestamp out of window"})
-        key = f"{client_id}:{timestamp}:{nonce}"
-        if key in self._nonces:
-            raise error_for_code(13009, data={"reason": "nonce already used"})
-        if len(self._nonces) > 50_000:
-            self._nonces = {k: t for k, t in self._nonces.items() if now - t < 120}
-        self._nonces[key] = now
+    def _check_replay(self, client_id: str, timestamp: int, nonce: str, signature: str) -> None:
+        reason = self._replays.check(client_id, timestamp, nonce, signature)
+        if reason is not None:
+            raise error_for_code(13009, data={"reason": reason})
 
     def authenticate(self, params: dict[str, Any]) -> tuple[Account, dict[str, Any]]:
         """Carry out ``public/auth``; returns the account and the result object."""
@@ -122,7 +116,7 @@ class Accounts:
             data = str(params.get("data", "") or "")
             if not wire_auth.verify(acct.client_secret, sig, ts, nonce, data):
                 raise error_for_code(13009, data={"reason": "invalid signature"})
-            self._check_nonce(acct.client_id, nonce, ts)
+            self._check_replay(acct.client_id, ts, nonce, sig)
             return acct, self._issue(acct, scope)
         if grant == "refresh_token":
             old = self.refresh.pop(str(params.get("refresh_token", "")), None)
@@ -174,6 +168,6 @@ class Accounts:
             data = wire_auth.http_request_data(method, target, body)
             if not wire_auth.verify(acct.client_secret, hdr.signature, hdr.timestamp, hdr.nonce, data):
                 raise AuthenticationError(13009, "unauthorized", {"reason": "invalid signature"})
-            self._check_nonce(acct.client_id, hdr.nonce, hdr.timestamp)
+            self._check_replay(acct.client_id, hdr.timestamp, hdr.nonce, hdr.signature)
             return acct
         raise error_for_code(13009, data={"reason": f"unsupported authorization scheme {scheme!r}"})

@@ -1,6 +1,6 @@
 """Deribit authentication text, without I/O: client_signature for ``public/auth`` and the
 ``deri-hmac-sha256`` HTTP header. The client signs with these functions and the embedded
-exchange verifies with the same ones.
+exchange verifies with the same ones; :class:`ReplayGuard` refuses stale and replayed signatures.
 """
 
 from __future__ import annotations
@@ -9,7 +9,11 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+
+SIGNATURE_WINDOW_MS = 60_000
+"""A signed timestamp more than this far from the server's clock is refused."""
 
 
 def sign(secret: str, timestamp: int, nonce: str, data: str = "") -> str:
@@ -77,6 +81,39 @@ def parse_http_signature_header(value: str) -> HmacHeader | None:
 def verify(secret: str, signature: str, timestamp: int, nonce: str, data: str = "") -> bool:
     """Constant-time check of a client signature."""
     return hmac.compare_digest(sign(secret, timestamp, nonce, data), signature.lower())
+
+
+class ReplayGuard:
+    """Refuses signatures whose timestamp is outside the window, and exact replays.
+
+    A replay is the same ``(client_id, timestamp, nonce, signature)`` seen before within the
+    window. Two *different* requests that share a timestamp and a nonce (ccxt uses the current
+    millisecond for both, so two calls in one millisecond do) sign different text, so their
+    signatures differ and both pass. :meth:`check` returns a reason to refuse, or ``None``.
+    """
+
+    def __init__(self, window_ms: int = SIGNATURE_WINDOW_MS, *, clock: Callable[[], float] = time.time,
+                 max_entries: int = 100_000) -> None:
+        self.window_ms = window_ms
+        self.clock = clock
+        self.max_entries = max_entries
+        self._seen: dict[tuple[str, int, str, str], float] = {}
+
+    def check(self, client_id: str, timestamp: int, nonce: str, signature: str) -> str | None:
+        """``None`` (and the signature remembered) when it may be used; else why not."""
+        now = self.clock()
+        if abs(now * 1000 - timestamp) > self.window_ms:
+            return "timestamp out of window"
+        key = (client_id, timestamp, nonce, signature.lower())
+        if key in self._seen:
+            return "signature already used (replay)"
+        if len(self._seen) >= self.max_entries:  # forget what has left the window; bounded either way
+            horizon = self.window_ms / 1000 * 2
+            self._seen = {k: t for k, t in self._seen.items() if now - t < horizon}
+            while len(self._seen) >= self.max_entries:
+                del self._seen[next(iter(self._seen))]
+        self._seen[key] = now
+        return None
 
 
 def redact(params: dict[str, object]) -> dict[str, object]:
