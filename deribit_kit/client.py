@@ -47,7 +47,7 @@ from .models import (
 )
 from .orders import PlacedOrder, order_params, place
 from .transport.http import HttpTransport
-from .transport.ws import WsTransport
+from .transport.ws import RequestFn, WsTransport
 from .wire import auth as wire_auth
 from .wire.channels import ChannelError, parse_channel
 
@@ -283,30 +283,33 @@ class Deribit:
         return self._transport
 
     # ------------------------------------------------------------ session
-    async def _open_session(self) -> None:
+    async def _open_session(self, request: RequestFn | None = None) -> None:
+        """hello, auth, heartbeat and cancel-on-disconnect, sent with ``request`` (the transport's
+        restore function after a reconnect, so that they go out before any user request)."""
         s = self.settings
         if isinstance(self._transport, WsTransport):
-            await self.call("public/hello", client_name="deribit_kit", client_version=_version())
+            send = request or self.transport.request
+            await send("public/hello", {"client_name": "deribit_kit", "client_version": _version()})
             if s.has_credentials:
-                await self.authenticate()
+                await self.authenticate(send)
             if s.heartbeat:
-                await self.set_heartbeat(s.heartbeat)
+                await self.set_heartbeat(s.heartbeat, send)
             if s.cancel_on_disconnect and self._auth is not None:
-                await self.call("private/enable_cancel_on_disconnect", scope="connection")
+                await send("private/enable_cancel_on_disconnect", {"scope": "connection"})
 
-    async def _restore_session(self) -> None:
+    async def _restore_session(self, request: RequestFn) -> None:
         """After a reconnect: auth, heartbeat, cancel-on-disconnect, then every subscription."""
         self._auth = None
-        await self._open_session()
+        await self._open_session(request)
         channels = sorted(self._listeners)
         if channels:
-            accepted = await self._subscribe_upstream(channels)
+            accepted = await self._subscribe_upstream(channels, request)
             lost = set(channels) - set(accepted)
             if lost:
                 log.warning("after reconnect the exchange refused %d channel(s): %s", len(lost), sorted(lost)[:5])
         log.info("session restored with %d channel(s)", len(channels))
 
-    async def authenticate(self) -> AuthResult:
+    async def authenticate(self, request: RequestFn | None = None) -> AuthResult:
         """``public/auth`` with the configured key (client_credentials or client_signature)."""
         s = self.settings
         if not s.has_credentials:
@@ -318,7 +321,7 @@ class Deribit:
             params: dict[str, Any] = wire_auth.signature_params(s.client_id, s.client_secret)
         else:
             params = {"grant_type": "client_credentials", "client_id": s.client_id, "client_secret": s.client_secret}
-        result = convert(await self.transport.request("public/auth", params), AuthResult)
+        result = convert(await (request or self.transport.request)("public/auth", params), AuthResult)
         self._set_token(result)
         return result
 
@@ -359,10 +362,10 @@ class Deribit:
         log.info("access token refreshed")
         self._set_token(result)
 
-    async def set_heartbeat(self, interval: int) -> None:
+    async def set_heartbeat(self, interval: int, request: RequestFn | None = None) -> None:
         """Ask the exchange for heartbeats every ``interval`` s, answer its test_requests, and
         treat ~2 intervals of silence as a dead link (drop and reconnect)."""
-        await self.call("public/set_heartbeat", interval=interval)
+        await (request or self.transport.request)("public/set_heartbeat", {"interval": interval})
         if isinstance(self._transport, WsTransport):
             self._transport.watch_silence(float(interval))
 
@@ -591,13 +594,14 @@ class Deribit:
             return True
         return False
 
-    async def _subscribe_upstream(self, channels: list[str]) -> list[str]:
+    async def _subscribe_upstream(self, channels: list[str], request: RequestFn | None = None) -> list[str]:
+        send = request or self.transport.request
         accepted: list[str] = []
         private = [c for c in channels if parse_channel(c).private]
         public = [c for c in channels if c not in private]
         for method, group in (("public/subscribe", public), ("private/subscribe", private)):
             for i in range(0, len(group), SUBSCRIBE_CHUNK):
-                accepted += await self.call(method, channels=group[i:i + SUBSCRIBE_CHUNK])
+                accepted += await send(method, {"channels": group[i:i + SUBSCRIBE_CHUNK]})
         return accepted
 
     async def _detach(self, sub: Subscription) -> None:

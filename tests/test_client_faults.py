@@ -220,6 +220,21 @@ async def test_private_request_during_reconnect_waits_for_reauth(dk: Deribit, si
     assert ws(dk).stats["reconnects"] == 1
 
 
+async def test_request_pacing_across_a_reconnect_waits_for_the_restored_session(dk: Deribit, sim: Simulator) -> None:
+    """A private request that passed the open check, then waited for credits while the link dropped
+    and came back, must not reach the new link before ``public/auth`` (it failed with 13009)."""
+    ws(dk).credits.default.level = -5000.0  # the next default-pool call paces ~0.65 s
+    call = asyncio.ensure_future(dk.call("private/get_positions", currency="BTC", timeout=8.0))
+    await asyncio.sleep(0)  # the call is now pacing (its only await before sending)
+    sim.faults.set_latency(1.0)  # the restore's hello is answered ~1 s after the reconnect (at ~0.2 s)
+    reconnected = expect(dk.reconnected)
+    assert sim.faults.drop_connections() == 1
+    assert await call == []  # sent after the restored session's auth: no 13009
+    await asyncio.wait_for(reconnected, 5.0)  # already fired: the call went out after it
+    sim.faults.set_latency(0)
+    assert ws(dk).stats["reconnects"] == 1
+
+
 async def test_no_reconnect_when_disabled(sim: Simulator) -> None:
     dk = await Deribit.connect(sim.ws_url, reconnect=False)
     try:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import itertools
 import logging
 import random
@@ -40,12 +39,11 @@ from .wslog import websockets_logger
 
 log = logging.getLogger("deribit_kit.transport.ws")
 
-# Set (to the transport) while the reconnect hooks run: their requests may use the new link before
-# it is open to everyone else, so that user requests never race the re-authentication.
-_RESTORING: contextvars.ContextVar[WsTransport | None] = contextvars.ContextVar("_RESTORING", default=None)
-
 NotificationHandler = Callable[[str, Any], None]
-ReconnectHook = Callable[[], Awaitable[None]]
+RequestFn = Callable[[str, dict[str, Any]], Awaitable[Any]]
+ReconnectHook = Callable[[RequestFn], Awaitable[None]]
+"""Restores the session on a new link. It gets the one request function that may use the link
+before it is open to everyone else; every other request waits until the hooks are done."""
 
 
 class WsTransport:
@@ -147,17 +145,14 @@ class WsTransport:
                 self.stats["reconnects"] += 1
                 # user requests keep waiting until the session is restored; the hooks' own go through
                 self.state = "restoring"
-                token = _RESTORING.set(self)
                 try:
                     for hook in self.reconnect_hooks:
-                        await hook()
+                        await hook(self._restore_request)
                 except Exception as exc:
                     log.warning("restoring the session after reconnect failed (%s); next try in ~%.1fs", exc, delay)
                     self.state = "reconnecting"
                     self.abort()
                     continue
-                finally:
-                    _RESTORING.reset(token)
                 if self._ws is None:  # dropped again while restoring
                     self.state = "reconnecting"
                     continue
@@ -317,25 +312,40 @@ class WsTransport:
         Waits for a (re)connection within the timeout; paces itself with the credit model; on
         10028 backs off and retries (the request was refused, so it is safe to resend).
         """
+        return await self._request(method, params or {}, timeout, restoring=False)
+
+    async def _restore_request(self, method: str, params: dict[str, Any], timeout: float | None = None) -> Any:
+        """What the reconnect hooks send with: uses the new link while the session is being restored."""
+        return await self._request(method, params, timeout, restoring=True)
+
+    async def _request(self, method: str, params: dict[str, Any], timeout: float | None, *, restoring: bool) -> Any:
         timeout = self.request_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
-        return await retry_rate_limited(lambda: self._request_once(method, params or {}, deadline), method,
+        return await retry_rate_limited(lambda: self._request_once(method, params, deadline, restoring), method,
                                         retries=self.rate_limit_retries, deadline=deadline, stats=self.stats)
 
-    async def _request_once(self, method: str, params: dict[str, Any], deadline: float) -> Any:
-        if self._closing:
-            raise ConnectionClosed("the client is closed", method=method)
-        if self.state == "closed":
-            raise ConnectionClosed("the connection was lost and reconnecting is off", method=method)
-        restoring = self.state == "restoring" and _RESTORING.get() is self
-        if not restoring and not self._open.is_set():
-            try:
-                await asyncio.wait_for(self._open.wait(), max(0.0, deadline - time.monotonic()))
-            except TimeoutError:
-                raise RequestTimeout(f"not connected to {self.url} within the timeout", method=method) from None
+    async def _ready(self, method: str, deadline: float, restoring: bool) -> None:
+        """Wait until this request may go out: the link is open (or being restored, for the
+        restore's own requests) and the credit model has room. A user request that was pacing
+        while the link dropped waits again for the restored session: it never reaches a new
+        connection before the re-authentication."""
+        while True:
             if self._closing:
                 raise ConnectionClosed("the client is closed", method=method)
-        await spend(self.credits, method, deadline)
+            if self.state == "closed":
+                raise ConnectionClosed("the connection was lost and reconnecting is off", method=method)
+            if not restoring and not self._open.is_set():
+                try:
+                    await asyncio.wait_for(self._open.wait(), max(0.0, deadline - time.monotonic()))
+                except TimeoutError:
+                    raise RequestTimeout(f"not connected to {self.url} within the timeout", method=method) from None
+                continue
+            await spend(self.credits, method, deadline)
+            if restoring or self._open.is_set():
+                return
+
+    async def _request_once(self, method: str, params: dict[str, Any], deadline: float, restoring: bool) -> Any:
+        await self._ready(method, deadline, restoring)
         ws = self._ws
         if ws is None:
             raise ConnectionClosed("not connected", method=method)
