@@ -46,7 +46,8 @@ async def run_sim(args: argparse.Namespace) -> None:
 
     sim = Simulator(args.host, args.port, seed=args.seed, tick_interval=args.tick,
                     client_id=args.client_id, client_secret=args.client_secret,
-                    rate_limits=not args.no_rate_limits)
+                    rate_limits=not args.no_rate_limits,
+                    rate_limit_ends_session=not args.keep_session_on_rate_limit)
     await sim.start()
     acct = sim.demo_account
     print(f"deribit-kit embedded exchange ({len(sim.market.instruments)} instruments, seed {args.seed})")
@@ -215,6 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--client-id", default=None, help="API key to create (default: env or the demo key)")
     s.add_argument("--client-secret", default=None)
     s.add_argument("--no-rate-limits", action="store_true")
+    s.add_argument("--keep-session-on-rate-limit", action="store_true",
+                   help="answer 10028 and keep the connection open (Deribit ends the session)")
     s.set_defaults(func=run_sim)
 
     w = sub.add_parser("watch", help="a live terminal view of an order book")

@@ -177,6 +177,7 @@ class Deribit:
         self.reconnected = Event("reconnected")  # after re-auth and every subscription restored
         self.notification = Event("notification")  # every notification: (channel, data)
         self.authenticated = Event("authenticated")  # each new access token (auth, refresh, re-auth): AuthResult
+        self.rate_limited = Event("rate_limited")  # a 10028 (the exchange ends the session): (method, hold s)
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # ------------------------------------------------------------ lifecycle
@@ -231,6 +232,7 @@ class Deribit:
                                  rate_limit_retries=s.rate_limit_retries, ping_interval=s.ws_ping_interval)
                 ws.reconnect_hooks.append(self._restore_session)
                 ws.disconnected += self.disconnected.emit
+                ws.rate_limited += self.rate_limited.emit
                 ws.connected += lambda _t: self.reconnected.emit(self)
                 self._transport = ws
             else:

@@ -116,6 +116,23 @@ async def test_resync_and_reconnect_give_fresh_snapshots(sim: Simulator, port: B
         await p.close()
 
 
+async def test_a_10028_session_end_upstream_shows_port_clients_a_consistent_chain(sim: Simulator,
+                                                                                 port: BrokerServer) -> None:
+    peer = await connect_peer(port.ws_url)
+    chain = Chain()
+    await peer.result("public/subscribe", {"channels": [BOOK]})
+    await chain.read(peer, lambda c: c.book.changes >= 2)
+    upstream = port.broker.client
+    reconnected = expect(upstream.reconnected)
+    sim.faults.rate_limit_storm(1)
+    assert await upstream.get_time() > 0  # refused with 10028, the session ends, restored, sent again
+    await asyncio.wait_for(reconnected, 5.0)
+    assert sim.stats["rate_limit_session_ends"] == 1
+    await chain.read(peer, lambda c: c.snapshots >= 2 and c.book.changes >= 3)  # Chain asserts every link
+    assert await peer.result("public/test") == {"version": "1.2.26"}
+    await peer.close()
+
+
 async def test_slow_client_is_conflated_fast_one_unaffected(sim: Simulator) -> None:
     dk = await _upstream(sim)
     broker = Broker(dk)

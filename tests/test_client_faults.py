@@ -117,29 +117,67 @@ async def test_stale_or_bad_token_is_13009(dk: Deribit, sim: Simulator) -> None:
 # ---------------------------------------------------------------- rate limits
 
 
-async def test_rate_limit_storm_is_retried(dk: Deribit, sim: Simulator) -> None:
-    sim.faults.rate_limit_storm(3)
-    assert await dk.get_time() > 0
-    assert ws(dk).stats["rate_limited"] == 3
-    assert ws(dk).stats["reconnects"] == 0 and dk.is_authenticated
-
-
-async def test_rate_limit_storm_beyond_retries(sim: Simulator) -> None:
-    dk = await Deribit.connect(sim.ws_url, **KEY, rate_limit_retries=2)
+async def test_rate_limit_ends_the_session_and_the_client_restores_it(sim: Simulator) -> None:
+    """Deribit answers 10028 and ends the session: the client holds its requests until its credit
+    model has room, reconnects, restores auth and subscriptions, tells listeners, and the refused
+    request is sent again (it was refused, so resending is safe)."""
+    dk = await Deribit.connect(sim.ws_url, **KEY, backoff_initial=0.05, backoff_max=0.5)
     try:
-        sim.faults.rate_limit_storm(100)
-        started = time.monotonic()
+        async with dk.subscribe(TICKER) as sub:
+            await sub.get(timeout=2.0)
+            limited = expect(dk.rate_limited)
+            reconnected = expect(dk.reconnected)
+            sim.faults.rate_limit_storm(1)
+            assert await dk.get_time() > 0
+            method, hold = await asyncio.wait_for(limited, 1.0)
+            assert method == "public/get_time" and hold >= 0.05
+            await asyncio.wait_for(reconnected, 5.0)
+            assert sim.stats["rate_limit_session_ends"] == 1 and ws(dk).stats["reconnects"] == 1
+            assert dk.is_authenticated and sim.subscriber_count(TICKER) == 1  # the session is whole again
+    finally:
+        await dk.close()
+
+
+async def test_rate_limit_storm_never_leaves_the_user_without_a_session(sim: Simulator) -> None:
+    """Each 10028 of a storm ends a session (the restore's own hello included): the client waits
+    before every reconnect, never in a tight loop, and has a session again once the storm is over."""
+    dk = await Deribit.connect(sim.ws_url, **KEY, backoff_initial=0.02, backoff_max=0.2, request_timeout=8.0)
+    try:
+        sim.faults.rate_limit_storm(5)
+        assert await dk.get_time() > 0
+        t = ws(dk)
+        assert sim.stats["rate_limit_session_ends"] == 5
+        assert t.stats["rate_limited"] == 5 and t.stats["reconnects"] == 5
+        assert t.stats["rate_limit_wait_s"] >= 5 * 0.02  # every session end was waited out
+        assert dk.is_authenticated and await dk.call("private/get_positions", currency="BTC") == []
+    finally:
+        await dk.close()
+
+
+async def test_rate_limit_retries_are_bounded(sim: Simulator) -> None:
+    dk = await Deribit.connect(sim.ws_url, **KEY, rate_limit_retries=2, backoff_initial=0.01, backoff_max=0.05)
+    try:
+        sim.faults.rate_limit_storm(3)
         with pytest.raises(RateLimitError) as err:
             await dk.get_time()
         e = err.value
         assert (e.code, e.method, e.message) == (10028, "public/get_time", "too_many_requests")
         assert is_retryable(e) and ws(dk).stats["rate_limited"] == 3
-        assert time.monotonic() - started < 2.0
-        sim.faults.rate_limit_storm(0)
-        assert await dk.get_time() > 0  # the session survived
-        assert ws(dk).stats["reconnects"] == 0
+        assert await dk.get_time() > 0  # the session is restored after the storm
     finally:
         await dk.close()
+
+
+async def test_rate_limit_keeps_the_session_when_the_exchange_does(no_env_credentials: None) -> None:
+    async with Simulator(seed=1, rate_limit_ends_session=False) as sim:
+        dk = await Deribit.connect(sim.ws_url, **KEY)
+        try:
+            sim.faults.rate_limit_storm(3)
+            assert await dk.get_time() > 0
+            assert ws(dk).stats["rate_limited"] == 3
+            assert ws(dk).stats["reconnects"] == 0 and dk.is_authenticated
+        finally:
+            await dk.close()
 
 
 # ---------------------------------------------------------------- heartbeats and silence

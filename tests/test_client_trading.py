@@ -306,6 +306,31 @@ async def test_disconnect_during_buy_returns_the_placed_order(dk: Deribit, sim: 
     assert "reconciled" in caplog.text and res.order.order_id in caplog.text
 
 
+async def test_orders_in_flight_when_a_10028_ends_the_session(no_env_credentials: None) -> None:
+    """Another connection of the key has spent the exchange's matching-engine credits, so the
+    client's model is wrong: of five orders sent together, two are placed, the third meets 10028
+    and the exchange ends the session, the last two are never answered. Every order ends up placed
+    exactly once: the refused one is sent again after the restore, the unanswered ones are
+    reconciled by label."""
+    async with Simulator(seed=1, tick_interval=0.05) as sim:
+        dk = await Deribit.connect(sim.ws_url, **KEY, backoff_initial=0.02, backoff_max=0.2)
+        try:
+            price = await far_bid(dk)
+            await dk.instrument(PERP)  # cached: the orders go out back to back
+            sim.demo_account.pools.matching.level = 2.0
+            reconnected = asyncio.ensure_future(dk.reconnected.wait(WAIT))
+            labels = [f"dk-10028-{i}" for i in range(5)]
+            results = await asyncio.wait_for(
+                asyncio.gather(*(dk.buy(PERP, 10, price, label=lb) for lb in labels)), 3 * WAIT)
+            await reconnected
+            assert sim.stats["rate_limit_session_ends"] == 1
+            for label, res in zip(labels, results, strict=True):
+                assert [o.order_id for o in sim_orders(sim, label)] == [res.order.order_id], label
+            assert [r.reconciled for r in results].count("resent") == 2  # the two never answered
+        finally:
+            await dk.close()
+
+
 async def test_lost_request_is_sent_again_once(dk: Deribit, sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> None:
     price = await far_bid(dk)
     real = dk.call

@@ -80,6 +80,7 @@ DERIBIT_ATTRIBUTES = [
     "disconnected",
     "http_url",
     "notification",
+    "rate_limited",
     "reconnected",
     "settings",
     "sim",

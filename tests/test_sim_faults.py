@@ -212,25 +212,51 @@ async def test_halt_rpc(peer: RawPeer, sim: Simulator) -> None:
 # ---------------------------------------------------------------- rate_limit_storm
 
 
-async def test_rate_limit_storm(peer: RawPeer, peer2: RawPeer, sim: Simulator) -> None:
-    sim.faults.rate_limit_storm(3)
-    codes = []
-    for p in (peer, peer2, peer):
-        reply = await p.call("public/get_time")
-        codes.append(reply["error"]["code"])
-        assert reply["error"]["message"] == "too_many_requests"
-    assert codes == [10028] * 3
-    assert await peer.result("public/get_time") > 0
-    assert await peer2.result("public/get_time") > 0
+async def test_rate_limit_storm_ends_each_session_it_refuses(peer: RawPeer, peer2: RawPeer, sim: Simulator) -> None:
+    """As on Deribit: 10028 is answered, then the session is ended (close 1008 too_many_requests);
+    other connections go on, and free session plumbing (public/test) is never refused."""
+    sim.faults.rate_limit_storm(1)
+    assert (await peer.result("public/test"))["version"]  # free: passes the storm
+    reply = await peer.call("public/get_time")
+    assert (reply["error"]["code"], reply["error"]["message"]) == (10028, "too_many_requests")
+    await asyncio.wait_for(peer._reader, 5.0)  # the exchange closes the connection
+    assert peer.ws.close_code == 1008 and peer.ws.close_reason == "too_many_requests"
+    assert sim.stats["rate_limit_session_ends"] == 1
+    assert await peer2.result("public/get_time") > 0  # the storm is over; the other session is whole
+
+
+async def test_requests_after_a_10028_are_not_answered(sim: Simulator) -> None:
+    ws = await websockets.connect(sim.ws_url)
+    try:
+        sim.faults.rate_limit_storm(1)
+        frames = [orjson.dumps({"jsonrpc": "2.0", "id": i, "method": "public/get_time"}).decode() for i in (1, 2)]
+        await ws.send(frames[0])
+        await ws.send(frames[1])
+        replies = [orjson.loads(await ws.recv())]
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            replies.append(orjson.loads(await ws.recv()))
+        assert [(r["id"], r["error"]["code"]) for r in replies] == [(1, 10028)]  # id 2 never answered
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+    finally:
+        await ws.close()
+
+
+async def test_rate_limit_storm_keeps_sessions_when_told_to() -> None:
+    async with Simulator(seed=1, rate_limit_ends_session=False) as sim:
+        peer = await connect_peer(sim.ws_url)
+        sim.faults.rate_limit_storm(2)
+        codes = [(await peer.call("public/get_time"))["error"]["code"] for _ in range(2)]
+        assert codes == [10028, 10028]
+        assert await peer.result("public/get_time") > 0
+        await peer.close()
 
 
 async def test_rate_limit_storm_rpc(peer: RawPeer, sim_http: httpx.AsyncClient) -> None:
-    assert await peer.result("sim/rate_limit_storm", {"requests": 2}) == "ok"
-    assert (await peer.call("public/test"))["error"]["code"] == 10028
+    assert await peer.result("sim/rate_limit_storm", {"requests": 1}) == "ok"
     r = await sim_http.get("/api/v2/public/get_time")
     assert r.json()["error"]["code"] == 10028
-    assert (await peer.result("public/test"))["version"]
     assert (await sim_http.get("/api/v2/public/get_time")).status_code == 200
+    assert await peer.result("public/get_time") > 0
 
 
 # ---------------------------------------------------------------- inject_frame
@@ -284,23 +310,30 @@ async def limited() -> AsyncIterator[Simulator]:
 
 
 async def _burst(p: RawPeer, n: int, method: str, params: dict[str, Any] | None = None) -> list[int]:
-    """Send ``n`` requests at once; the error code of each (0 for success), in order."""
-    replies = await asyncio.gather(*(p.call(method, params) for _ in range(n)))
-    return [r["error"]["code"] if "error" in r else 0 for r in replies]
+    """Send ``n`` requests at once; the error code of each answered one (0 for success), in order.
+    The first 10028 ends the session: what was sent after it is never answered."""
+    calls = [asyncio.ensure_future(p.call(method, params)) for _ in range(n)]
+    await asyncio.wait_for(p._reader, 10.0)  # the exchange closes after the 10028
+    codes = []
+    for c in calls:
+        if c.done() and not c.cancelled() and c.exception() is None:
+            r = c.result()
+            codes.append(r["error"]["code"] if "error" in r else 0)
+        else:
+            c.cancel()
+    return codes
 
 
-async def test_credit_burst_then_10028(limited: Simulator) -> None:
+async def test_credit_burst_then_10028_ends_the_session(limited: Simulator) -> None:
     a, b = await connect_peer(limited.ws_url), await connect_peer(limited.ws_url)
     try:
         codes = await _burst(a, 150, "public/get_time")
-        assert set(codes) == {0, 10028}
-        ok = codes.count(0)
-        assert 100 <= ok < 150  # burst of 100 (50,000 credits / 500), plus a little refill
-        assert codes[:100] == [0] * 100
-        # a second unauthenticated connection has its own pool
-        assert await _burst(b, 90, "public/get_time") == [0] * 90
-        # free session methods still answer on the exhausted connection
-        assert (await a.result("public/test"))["version"]
+        assert codes[-1] == 10028 and set(codes[:-1]) == {0}  # answered up to the 10028, then closed
+        assert 100 <= len(codes) - 1 < 150  # burst of 100 (50,000 credits / 500), plus a little refill
+        # another unauthenticated connection has its own pool
+        assert [(await b.call("public/get_time"))["result"] > 0 for _ in range(90)] == [True] * 90
+        # free session methods never spend credits
+        assert all([(await b.result("public/test"))["version"] for _ in range(30)])
     finally:
         await a.close()
         await b.close()
@@ -309,11 +342,11 @@ async def test_credit_burst_then_10028(limited: Simulator) -> None:
 async def test_get_instruments_has_its_own_pool(limited: Simulator) -> None:
     a = await connect_peer(limited.ws_url)
     try:
-        assert 10028 in await _burst(a, 120, "public/get_time")
+        for _ in range(90):  # most of the default pool: get_instruments does not draw on it
+            assert await a.result("public/get_time") > 0
         params = {"currency": "BTC", "kind": "future"}
-        assert await a.result("public/get_instruments", params)  # own pool, still full
         codes = await _burst(a, 55, "public/get_instruments", params)
-        assert 49 <= codes.count(0) < 55 and codes[:49] == [0] * 49  # burst 50 (500,000 / 10,000)
+        assert 49 <= len(codes) - 1 < 55 and codes[:49] == [0] * 49  # burst 50 (500,000 / 10,000)
         assert codes[-1] == 10028
     finally:
         await a.close()
@@ -322,9 +355,8 @@ async def test_get_instruments_has_its_own_pool(limited: Simulator) -> None:
 async def test_subscribe_pool(limited: Simulator) -> None:
     a = await connect_peer(limited.ws_url)
     try:
-        codes = [0 if "result" in r else r["error"]["code"] for r in await asyncio.gather(
-            *(a.call("public/subscribe", {"channels": [f"ticker.{PERP}.100ms"]}) for _ in range(14)))]
+        codes = await _burst(a, 14, "public/subscribe", {"channels": [f"ticker.{PERP}.100ms"]})
         assert codes[:10] == [0] * 10 and codes[-1] == 10028  # burst 10 (30,000 / 3,000)
-        assert await a.result("public/get_time") > 0
     finally:
         await a.close()
+

@@ -49,7 +49,7 @@ class Faults:
     heartbeats_stopped: bool = False
     latency: float = 0.0
     skip: set[str] = field(default_factory=set)
-    storm: int = 0  # answer the next N requests with 10028
+    storm: int = 0  # answer the next N requests that cost credits with 10028
 
     def drop_connections(self) -> int:
         """Cut every WebSocket and HTTP connection at the TCP level, as a network failure would."""
@@ -78,7 +78,8 @@ class Faults:
         inst.state = "closed" if halted else "open"
 
     def rate_limit_storm(self, requests: int) -> None:
-        """Answer the next ``requests`` requests (on any connection) with 10028."""
+        """Answer the next ``requests`` requests that cost credits (on any connection) with 10028;
+        session plumbing (hello, auth, test, set_heartbeat) is free and passes, as on Deribit."""
         self.storm = max(0, requests)
 
     def inject_frame(self, payload: bytes) -> int:
@@ -105,6 +106,7 @@ class Session:
         self.awaiting_test = False
         self.logout_requested = False
         self.cancel_on_disconnect = False
+        self.ended: str | None = None  # the exchange ended the session (e.g. 10028): no more answers
         self._hb: asyncio.Task[None] | None = None
         self._pending: list[Channel] = []
 
@@ -176,6 +178,7 @@ class Simulator:
         ssl_context: ssl.SSLContext | None = None,
         max_send_buffer: int = MAX_SEND_BUFFER,
         control: bool = True,
+        rate_limit_ends_session: bool = True,
     ) -> None:
         self.host, self.port = host, port
         self.market = Market(seed=seed, clock=clock, tick_interval=tick_interval,
@@ -187,6 +190,8 @@ class Simulator:
         self.min_heartbeat_interval = min_heartbeat_interval
         self.max_send_buffer = max_send_buffer
         self.control = control
+        # Deribit answers 10028 and then terminates the session; False keeps the connection open
+        self.rate_limit_ends_session = rate_limit_ends_session
         self.accounts = Accounts(token_ttl=token_ttl, **({"clock": clock} if clock else {}))
         cid = client_id or os.environ.get("DERIBIT_CLIENT_ID") or DEMO_CLIENT_ID
         secret = client_secret or os.environ.get("DERIBIT_CLIENT_SECRET") or DEMO_CLIENT_SECRET
@@ -201,7 +206,8 @@ class Simulator:
         self.ssl_context = ssl_context
         self._ticker: asyncio.Task[None] | None = None
         self._http_pools: dict[str, CreditPools] = {}
-        self.stats = {"notifications": 0, "requests": 0, "errors": 0, "slow_disconnects": 0}
+        self.stats = {"notifications": 0, "requests": 0, "errors": 0, "slow_disconnects": 0,
+                      "rate_limit_session_ends": 0}
         self.step_listeners: list[Callable[[StepResult], None]] = []
         self.session_closed_listeners: list[Callable[[Session], None]] = []
         self.trading = Trading(self)  # orders, matching, accounts' ledgers, private channels
@@ -470,7 +476,13 @@ class Simulator:
 
     def ws_message(self, conn: WsConnection, data: bytes) -> None:
         s: Session = conn.state
-        payload, _ = self.handle(s, data)
+        if s.ended is not None:
+            return  # the session is over: what arrives before the close is not answered
+        payload, err = self.handle(s, data)
+        if err is not None and err.code == 10028 and self.rate_limit_ends_session:
+            s.ended = "too_many_requests"
+            self.stats["rate_limit_session_ends"] += 1
+            log.info("ending the session of %s: 10028 too_many_requests", s.peer)
         if self.faults.latency > 0:
             asyncio.get_running_loop().call_later(self.faults.latency, self._reply, s, payload)
         else:
@@ -481,6 +493,9 @@ class Simulator:
         if conn is None:
             return
         conn.send(payload)
+        if s.ended is not None:
+            conn.close(1008, s.ended)
+            return
         if s._pending:
             self._activate(s)
         if s.logout_requested:
@@ -495,7 +510,7 @@ class Simulator:
         try:
             req = request or jsonrpc.parse_request(data)
             req_id = req.id
-            if self.faults.storm > 0 and not req.method.startswith("sim/"):
+            if self.faults.storm > 0 and s.credit_pools.charged(req.method):
                 self.faults.storm -= 1
                 raise error_for_code(10028)
             if self.rate_limits and not s.credit_pools.try_spend(req.method):

@@ -42,7 +42,7 @@ class HttpTransport:
         self.credits: CreditPools | None = ClientCredits() if client_rate_limit else None
         self._http = httpx.AsyncClient(base_url=self.base_url, timeout=request_timeout, verify=verify)
         self._ids = itertools.count(1)
-        self.stats = {"requests": 0, "rate_limited": 0}
+        self.stats: dict[str, float] = {"requests": 0, "rate_limited": 0}
         self.state = "open"
 
     async def connect(self) -> None:

@@ -65,7 +65,7 @@ async def spend(credits: CreditPools | None, method: str, deadline: float) -> No
 
 
 async def retry_rate_limited(send: Callable[[], Awaitable[T]], method: str, *, retries: int, deadline: float,
-                             stats: dict[str, int]) -> T:
+                             stats: dict[str, float]) -> T:
     """Run ``send``; when the exchange answers 10028 (the request was refused, so resending is
     safe) back off exponentially with jitter and retry, within ``retries`` and the deadline."""
     attempt = 0

@@ -83,8 +83,14 @@ class WsTransport:
         self.disconnected = Event("disconnected")  # with the reason
         self.protocol_error = Event("protocol_error")  # a frame that was not Deribit JSON-RPC
         self.heartbeat = Event("heartbeat")  # each heartbeat message from the exchange, with its type
-        self.stats = {"requests": 0, "notifications": 0, "reconnects": 0, "protocol_errors": 0, "rate_limited": 0,
-                      "test_requests": 0}
+        self.rate_limited = Event("rate_limited")  # a 10028 answer: (method, seconds sending is held)
+        self.stats: dict[str, float] = {
+            "requests": 0, "notifications": 0, "reconnects": 0, "protocol_errors": 0, "rate_limited": 0,
+            "test_requests": 0, "rate_limit_wait_s": 0.0}
+        self.stable_after = 5.0  # a link that lived shorter than this keeps the reconnect backoff growing
+        self._hold_until = 0.0  # after a 10028 nothing is sent before this (monotonic) time
+        self._opened_at = 0.0
+        self._delay = backoff_initial
         self.last_rx = 0.0
         self.rtt_ms: float | None = None
         self._ws: ClientConnection | None = None
@@ -103,6 +109,7 @@ class WsTransport:
         """Open the connection (raises :class:`ConnectError`); reconnects by itself afterwards."""
         await self._dial()
         self.state = "open"
+        self._opened_at = time.monotonic()
         self._open.set()
         self._supervisor = asyncio.get_running_loop().create_task(self._supervise())
 
@@ -132,11 +139,14 @@ class WsTransport:
                 self.state = "closed"
                 return
             self.state = "reconnecting"
-            delay = self.backoff_initial
+            if time.monotonic() - self._opened_at >= self.stable_after:
+                self._delay = self.backoff_initial  # the last link was healthy: start the backoff afresh
             while not self._closing:
-                # jitter: between half and the full delay
-                await asyncio.sleep(delay * (0.5 + random.random() / 2))
-                delay = min(delay * 2, self.backoff_max)
+                # jitter: between half and the full delay; never before a 10028's credits are back
+                delay = self._delay
+                pause = max(delay * (0.5 + random.random() / 2), self._hold_until - time.monotonic())
+                await asyncio.sleep(pause)
+                self._delay = delay = min(delay * 2, self.backoff_max)
                 try:
                     await self._dial()
                 except ConnectError as exc:
@@ -157,6 +167,7 @@ class WsTransport:
                     self.state = "reconnecting"
                     continue
                 self.state = "open"
+                self._opened_at = time.monotonic()
                 self._open.set()
                 self.connected.emit(self)
                 break
@@ -259,14 +270,30 @@ class WsTransport:
                 self._bad_frame(frame, "neither a reply nor a notification")
             return
         fut, req_method = entry
+        if "error" in msg:
+            err = DeribitError.from_wire(msg["error"], req_method)
+            if err.code == 10028:
+                self._on_rate_limited(req_method)
+            if not fut.done():
+                fut.set_exception(err)
+            return
         if fut.done():
             return
-        if "error" in msg:
-            fut.set_exception(DeribitError.from_wire(msg["error"], req_method))
-        elif "result" in msg:
+        if "result" in msg:
             fut.set_result(msg)
         else:
             fut.set_exception(DeribitError.from_wire(None, req_method))
+
+    def _on_rate_limited(self, method: str) -> None:
+        """10028: Deribit ends the session. Send nothing until the credit model has room again;
+        the supervisor reconnects no sooner (and restores the session) once the exchange closes."""
+        wait = self.credits.exhausted(method) if self.credits is not None else self.backoff_initial
+        wait = max(wait, self.backoff_initial)
+        self._hold_until = max(self._hold_until, time.monotonic() + wait)
+        self.stats["rate_limit_wait_s"] += wait
+        log.warning("%s: 10028 too_many_requests; holding requests for %.2fs (the exchange ends the session)",
+                    method, wait)
+        self.rate_limited.emit(method, wait)
 
     def _bad_frame(self, frame: str | bytes, why: str) -> None:
         self.stats["protocol_errors"] += 1
@@ -339,6 +366,12 @@ class WsTransport:
                     await asyncio.wait_for(self._open.wait(), max(0.0, deadline - time.monotonic()))
                 except TimeoutError:
                     raise RequestTimeout(f"not connected to {self.url} within the timeout", method=method) from None
+                continue
+            hold = self._hold_until - time.monotonic()
+            if hold > 0 and not restoring:  # after a 10028: the session is ending, send nothing
+                if time.monotonic() + hold >= deadline:
+                    raise RequestTimeout("holding after a 10028 would exceed the timeout", method=method)
+                await asyncio.sleep(hold)
                 continue
             await spend(self.credits, method, deadline)
             if restoring or self._open.is_set():

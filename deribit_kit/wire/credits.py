@@ -103,6 +103,10 @@ class CreditPools:
             return self.special[method], special[0]
         return self.default, DEFAULT_COST
 
+    def charged(self, method: str) -> bool:
+        """Whether calls of ``method`` cost credits at all (session plumbing does not)."""
+        return self._pool(method) is not None
+
     def try_spend(self, method: str) -> bool:
         """Charge one call of ``method``; False if the pool is exhausted (answer 10028)."""
         pool = self._pool(method)
@@ -112,6 +116,15 @@ class CreditPools:
         """Seconds until one call of ``method`` would be accepted."""
         pool = self._pool(method)
         return 0.0 if pool is None else pool[0].wait_time(pool[1])
+
+    def exhausted(self, method: str) -> float:
+        """The exchange answered 10028 for ``method``: this model was wrong (another connection of
+        the key spent credits too). Empty that pool; return the seconds until one call fits again."""
+        pool = self._pool(method)
+        if pool is None:
+            return 0.0
+        pool[0].level = min(pool[0].level, 0.0)
+        return self.wait_time(method)
 
     def limits(self) -> dict[str, object]:
         """The ``limits`` object of ``private/get_account_summary`` for these pools."""
