@@ -9,9 +9,9 @@ BENCH_STAMP := $(VENV)/.bench-installed
 
 .PHONY: run test lint bench bench-deps bench-ui clean sim watch screenshots
 
-# setup.py builds the optional C loop (deribit_kit/_speedups.c) in place; without a C compiler
+# setup.py builds the optional C loop (deribit_kit/live/_speedups.c) in place; without a C compiler
 # the install goes on and the pure-Python loop is used
-$(STAMP): pyproject.toml setup.py deribit_kit/_speedups.c
+$(STAMP): pyproject.toml setup.py deribit_kit/live/_speedups.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test,dashboards]'

@@ -1,9 +1,9 @@
 """Build hook for the optional C speedups; all metadata is in pyproject.toml.
 
-``deribit_kit._speedups`` (the tick ladder's hot loop) is ``optional``: without a C compiler the
-install goes on and ``deribit_kit.book`` runs the same loop in Python.
+``deribit_kit.live._speedups`` (the tick ladder's hot loop) is ``optional``: without a C compiler the
+install goes on and ``deribit_kit.live.ladder`` runs the same loop in Python.
 """
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("deribit_kit._speedups", ["deribit_kit/_speedups.c"], optional=True)])
+setup(ext_modules=[Extension("deribit_kit.live._speedups", ["deribit_kit/live/_speedups.c"], optional=True)])

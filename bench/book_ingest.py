@@ -1,4 +1,4 @@
-"""Book ingest benchmark: deribit_kit.book.OrderBook against ccxt.pro and cryptofeed, side by side.
+"""Book ingest benchmark: deribit_kit.live.OrderBook against ccxt.pro and cryptofeed, side by side.
 
 Run: ``.venv/bin/python bench/book_ingest.py [--messages 2000] [--reps 5] [--seed 7]``
 
@@ -8,11 +8,11 @@ encoded as JSON text exactly as a WebSocket text frame delivers it, and measures
 
 * ours: orjson decode + ``OrderBook.apply`` + top-10 read of both sides, with the book as a tick
   ladder (``OrderBook(..., tick_size=0.5)``, what the broker builds for a future; with its compiled
-  loops from ``deribit_kit._speedups`` and, to show the fallback, without them) and as a dict +
+  loops from ``deribit_kit.live._speedups`` and, to show the fallback, without them) and as a dict +
   bisect-sorted price list (no tick size: options, or unknown); also decoded by msgspec (typed
   ``Struct`` envelope with the book ``data`` as a typed dict, and ``Raw`` envelope + typed data,
   two stages), without the decode, and apply alone;
-* the broker's real path, minus the socket: ``WsTransport._on_frame`` -> ``Deribit._on_notification``
+* the broker's real path, minus the socket: ``WsTransport._on_frame`` -> the broker's sink
   -> the broker's channel -> ``LiveBook`` (``OrderBook.apply``) + top-10 read;
 * ccxt.pro deribit: ``Client.handle_text_or_binary_message`` (ccxt's own orjson decode) ->
   ``deribit.handle_message`` -> ``handle_order_book``, then ``orderbook.limit()`` and a top-10
@@ -52,8 +52,8 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deribit_kit import book as book_module
-from deribit_kit.book import OrderBook
+from deribit_kit.live import ladder as book_module
+from deribit_kit.live.orderbook import OrderBook
 
 INSTRUMENT = "BTC-PERPETUAL"
 CHANNEL = f"book.{INSTRUMENT}.100ms"
@@ -281,24 +281,23 @@ def ours_variants(snapshot: str) -> list[Variant]:
 
 def broker_variants(snapshot: str) -> list[Variant]:
     """The broker's real path, without the socket: ``WsTransport._on_frame`` (orjson decode of the
-    whole frame, routing) -> ``Deribit._on_notification`` -> the broker's channel -> the LiveBook's
+    whole frame, routing) -> the client's sink, which is the broker's -> its channel -> the LiveBook's
     ``OrderBook.apply`` (a tick ladder: the tick size comes from the client's instrument cache, as
     in production), then a top-10 read; also with one ``live.updated`` callback doing the read."""
     from deribit_kit.broker.broker import Broker, _Channel
-    from deribit_kit.client import Deribit
+    from deribit_kit.client import Client
     from deribit_kit.models import Instrument
     from deribit_kit.transport.ws import WsTransport
 
     def factory(callback: bool) -> Callable[[], tuple[Handler, Callable[[], Any]]]:
         def make() -> tuple[Handler, Callable[[], Any]]:
-            client = Deribit()
+            client = Client("ws://bench.invalid", "http://bench.invalid")
             client._instruments[INSTRUMENT] = msgspec.convert(INSTRUMENT_INFO, Instrument)
-            transport = WsTransport("ws://bench.invalid", on_notification=client._on_notification)
-            broker = Broker(client)
-            st = broker._channels[CHANNEL] = _Channel(broker, CHANNEL)
-            st.upstream, st.refs = True, 1
+            transport = client._transport = WsTransport("ws://bench.invalid", on_notification=client._sink)
+            broker = Broker(client)  # its sink is now the transport's notification handler
+            st = broker._channels[CHANNEL] = _Channel(CHANNEL)  # subscribed, as after the reply
+            st.on_wire, st.refs = True, 1
             live = broker._ensure_book(st)
-            client._listeners[CHANNEL] = {st}
             on_frame = transport._on_frame
             on_frame(snapshot)
             assert live.book.layout == "ladder" and live.book.is_live
@@ -601,12 +600,13 @@ def main() -> None:
     args = ap.parse_args()
 
     t_start = time.perf_counter()
+    compiled = book_module._ladder_apply is not None
     snapshot, messages = generate(args.messages, args.seed)
     avg = statistics.mean(len(m.encode()) for m in messages)
     print(f"Python {sys.version.split()[0]}, orjson {orjson.__version__}; stream: {CHANNEL}, snapshot "
           f"{LEVELS} levels/side ({len(snapshot) / 1024:.0f} KB), {len(messages)} changes x {PER_SIDE} "
           f"levels/side, avg {avg:.0f} B; {args.reps} reps + 1 warm-up; the ladder's compiled loops "
-          f"(deribit_kit._speedups): {'built' if book_module._ladder_apply is not None else 'NOT built (pure Python)'}")
+          f"(deribit_kit.live._speedups): {'built' if compiled else 'NOT built (pure Python)'}")
     variants = (ours_variants(snapshot) + broker_variants(snapshot) + ccxt_variants(snapshot)
                 + cryptofeed_variants(snapshot))
     measure(variants, messages, args.reps, args.chunk or len(messages))

@@ -1,7 +1,7 @@
 """Broker benchmarks, printed as tables.
 
 1. In-process fan-out cost per delivery (µs) for 1, 10 and 100 consumers of one channel: the
-   client's dispatch -> broker channel -> consumers, for callback consumers and for buffered
+   upstream's sink -> broker channel -> consumers, for callback consumers and for buffered
    (``drop_oldest`` / ``conflate``) consumers. Target < 2 µs per delivery.
 2. CPU share of the broker process with every instrument of the embedded exchange subscribed
    (``book.{instrument}.100ms``, each fed into a live OrderBook) while the exchange runs in a
@@ -20,8 +20,10 @@ import sys
 import time
 from typing import Any
 
+from _offline_upstream import OfflineUpstream
+
+from deribit_kit import Deribit
 from deribit_kit.broker import Broker, Policy
-from deribit_kit.client import Deribit
 from deribit_kit.sim import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET
 
 CHANNEL = "ticker.BTC-PERPETUAL.100ms"
@@ -31,13 +33,8 @@ MESSAGE: dict[str, Any] = {"instrument_name": "BTC-PERPETUAL", "timestamp": 1_70
 
 async def fanout(n: int, mode: str, messages: int, reps: int) -> float:
     """Median µs per delivery for ``n`` consumers in ``mode`` (callback | drop_oldest | conflate)."""
-    client = Deribit()
-
-    async def accept(method: str, params: dict[str, Any] | None = None, **kw: Any) -> Any:
-        return list(kw.get("channels", []))
-
-    client.call = accept  # type: ignore[method-assign]
-    broker = Broker(client)
+    upstream = OfflineUpstream()
+    broker = Broker(upstream)
     sink: list[Any] = []
     policy: Policy = "conflate" if mode == "conflate" else "drop_oldest"
     consumers = [
@@ -46,12 +43,13 @@ async def fanout(n: int, mode: str, messages: int, reps: int) -> float:
         for _ in range(n)
     ]
     await asyncio.gather(*(c.start() for c in consumers))
-    dispatch = client._on_notification
+    dispatch = upstream.sink
+    assert dispatch is not None
     samples = []
     for _ in range(reps):
         t0 = time.perf_counter()
         for _ in range(messages):
-            dispatch(CHANNEL, MESSAGE)
+            dispatch(CHANNEL, MESSAGE, None)
         dt = time.perf_counter() - t0
         samples.append(dt / (messages * n) * 1e6)
         sink.clear()
@@ -79,7 +77,7 @@ async def cpu_share(seconds: float) -> dict[str, Any]:
         assert proc.stdout is not None
         url = proc.stdout.readline().strip()
         dk = await Deribit.connect(url, client_id=DEMO_CLIENT_ID, client_secret=DEMO_CLIENT_SECRET)
-        broker = Broker(dk)
+        broker = dk.broker
         names = [i.instrument_name for i in await dk.instruments("any")]
         books = await asyncio.gather(*(broker.book(n, timeout=60) for n in names))
         await asyncio.sleep(1.0)  # let the stream settle after the snapshots

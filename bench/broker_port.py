@@ -298,9 +298,9 @@ def upstream_main(pipe: Connection, deadline: float) -> None:
 
 
 def broker_main(pipe: Connection, deadline: float, max_buffer: int, flush_ms: float | None = None) -> None:
+    from deribit_kit import Deribit
     from deribit_kit.broker import Broker
-    from deribit_kit.broker.server import BrokerServer
-    from deribit_kit.client import Deribit
+    from deribit_kit.broker.port import BrokerServer
     from deribit_kit.config import Settings
 
     up_url = _recv(pipe, deadline - time.time(), "parent")  # imports done while the upstream starts

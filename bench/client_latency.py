@@ -14,8 +14,8 @@ Run: ``.venv/bin/python bench/client_latency.py [--requests 4000] [--messages 20
    ``trades.*.100ms``), fed as text frames to
 
    * the client: ``WsTransport._on_frame`` — the very function its reader calls per frame:
-     orjson decode, routing by channel, a :class:`~deribit_kit.client.Notification` delivered to a
-     ``Subscription`` callback;
+     orjson decode, routing by channel, the broker's channel, a :class:`~deribit_kit.Notification`
+     delivered to a consumer's callback;
    * ccxt.pro 4.5.90 ``deribit``, markets loaded from the same exchange:
      ``Client.handle_text_or_binary_message`` (ccxt's own decode) -> ``deribit.handle_message``,
      which for these channels updates its order book / parses its ticker / its trades and
@@ -46,8 +46,8 @@ import websockets
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deribit_kit import Deribit, Notification
-from deribit_kit.book import OrderBook
+from deribit_kit import Consumer, Deribit, Notification
+from deribit_kit.live.orderbook import OrderBook
 from deribit_kit.transport.ws import WsTransport
 
 PERP = "BTC-PERPETUAL"
@@ -178,8 +178,8 @@ async def capture(url: str, n_book: int, n_other: int) -> dict[str, list[str]]:
 # ---------------------------------------------------------------------------- 2. parsers
 
 
-def ours(dk: Deribit, transport: WsTransport, with_book: bool) -> tuple[Callable[[str], None], list[int]]:
-    """The client's frame path into its Subscription's callback; optionally the kit's OrderBook too."""
+def ours(sub: Consumer, transport: WsTransport, with_book: bool) -> tuple[Callable[[str], None], list[int]]:
+    """The client's frame path through the broker into a consumer's callback; optionally the kit's OrderBook too."""
     got = [0]
     book = OrderBook(PERP)
 
@@ -188,9 +188,7 @@ def ours(dk: Deribit, transport: WsTransport, with_book: bool) -> tuple[Callable
         if with_book and n.channel.startswith("book."):
             book.apply(n.data)
 
-    for subs in dk._listeners.values():
-        for sub in subs:
-            sub.callback = on_notification
+    sub.callback = on_notification
     return transport._on_frame, got
 
 
@@ -232,12 +230,12 @@ def measure(handler: Callable[[str], None], msgs: list[str]) -> float:
 # ---------------------------------------------------------------------------- main
 
 
-async def client_side(url: str, channels: list[str]) -> tuple[Deribit, WsTransport]:
+async def client_side(url: str, channels: list[str]) -> tuple[Deribit, Consumer, WsTransport]:
     dk = await Deribit.connect(url, client_rate_limit=False)
     sub = dk.subscribe(*channels, callback=lambda n: None)
     await sub.start()
     assert isinstance(dk.transport, WsTransport)
-    return dk, dk.transport
+    return dk, sub, dk.transport
 
 
 def main() -> None:
@@ -289,14 +287,14 @@ def main() -> None:
         channels = sorted({orjson.loads(f)["params"]["channel"] for fs in frames.values() for f in fs})
 
         async def run_parsing() -> dict[str, dict[str, list[float]]]:
-            dk, transport = await client_side(url, channels)
+            dk, sub, transport = await client_side(url, channels)
             results: dict[str, dict[str, list[float]]] = {}
             try:
                 for kind, msgs in (("book", changes), ("ticker", frames["ticker"]), ("trades", frames["trades"])):
                     res: dict[str, list[float]] = {"ours": [], "ccxt": [], "ours+book": []}
                     gc.collect()
                     for _ in range(args.reps):
-                        on_frame, got = ours(dk, transport, with_book=False)
+                        on_frame, got = ours(sub, transport, with_book=False)
                         on_frame(snapshot)
                         res["ours"].append(measure(on_frame, msgs))
                         assert got[0] == len(msgs) + 1, (kind, got[0])
@@ -304,7 +302,7 @@ def main() -> None:
                         client.handle_text_or_binary_message(snapshot)
                         res["ccxt"].append(measure(client.handle_text_or_binary_message, msgs))
                         if kind == "book":
-                            on_frame, got = ours(dk, transport, with_book=True)
+                            on_frame, got = ours(sub, transport, with_book=True)
                             on_frame(snapshot)
                             res["ours+book"].append(measure(on_frame, msgs))
                     results[kind] = res

@@ -73,7 +73,7 @@ async def measure(place: Place, cancel: Cancel, price: float, n: int) -> tuple[l
 
 async def run(ws_url: str, http_url: str, n: int) -> list[tuple[str, list[float], list[float]]]:
     from deribit_kit import Deribit
-    from deribit_kit.orders import round_price
+    from deribit_kit.client.rules import round_price
     from deribit_kit.sim import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET
 
     key: dict[str, Any] = {"client_id": DEMO_CLIENT_ID, "client_secret": DEMO_CLIENT_SECRET}

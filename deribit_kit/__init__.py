@@ -4,13 +4,14 @@ An async client, a subscription broker with live order books, Panel dashboards, 
 Deribit-compatible exchange (``deribit_kit.sim``) that is the default target.
 """
 
-from .broker import Broker, Consumer, ConsumerClosed, Gap, LiveBook
-from .client import Deribit, Notification, Subscription
+from .broker import Broker, Consumer, Gap, LiveBook, Notification
 from .config import Settings
+from .deribit import Deribit
 from .errors import (
     AuthenticationError,
     ConnectError,
     ConnectionClosed,
+    ConsumerClosed,
     DeribitError,
     DeribitKitError,
     InstrumentNotFoundError,
@@ -29,6 +30,9 @@ from .errors import (
     ValidationError,
 )
 from .events import Event
+
+Subscription = Consumer
+"""The old name of what :meth:`Deribit.subscribe` returns: a broker :class:`Consumer`."""
 
 __version__ = "0.1.0"
 

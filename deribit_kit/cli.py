@@ -21,9 +21,9 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
-from .book import OrderBook
-from .client import Deribit, Subscription
+from .deribit import Deribit
 from .errors import DeribitKitError
+from .live.orderbook import OrderBook
 
 
 def _setup_logging(level: str) -> None:
@@ -90,42 +90,29 @@ def render_book(book: OrderBook, ticker: dict[str, Any] | None, levels: int, wid
 
 
 async def run_watch(args: argparse.Namespace) -> None:
+    """A book kept by the broker (a LiveBook resyncs itself on a gap) and its ticker, redrawn."""
     dk = await Deribit.connect(args.target)
-    book = OrderBook(args.instrument)
     ticker: dict[str, Any] | None = None
     dirty = asyncio.Event()
 
-    def on_message(n: Any) -> None:
+    def on_ticker(n: Any) -> None:
         nonlocal ticker
-        if n.channel.startswith("book."):
-            if not book.apply(n.data):
-                # a gap: resubscribe for a fresh snapshot of this instrument
-                asyncio.get_running_loop().create_task(resync())
-        else:
-            ticker = n.data
+        ticker = n.data
         dirty.set()
 
-    async def resync() -> None:
-        await subs.pop().close()
-        await subscribe()
-
-    async def subscribe() -> None:
-        sub = dk.subscribe(f"book.{args.instrument}.100ms", f"ticker.{args.instrument}.100ms", callback=on_message)
-        subs.append(sub)
-        await sub.start()
-
-    subs: list[Subscription] = []
-    dk.reconnected += lambda _c: book.mark_resyncing()
     stop = asyncio.get_running_loop().create_task(_until_stopped())
     deadline = time.monotonic() + args.seconds if args.seconds else None
+    tick = dk.subscribe(f"ticker.{args.instrument}.100ms", callback=on_ticker)
     try:
-        await subscribe()
+        live = await dk.order_book(args.instrument, live=True)
+        live.updated += lambda _live: dirty.set()
+        await tick.start()
         print(f"watching {args.instrument} on {dk.ws_url} (Ctrl-C stops)", flush=True)
         while not stop.done() and (deadline is None or time.monotonic() < deadline):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(dirty.wait(), 0.5)
             dirty.clear()
-            screen = render_book(book, ticker, args.levels)
+            screen = render_book(live.book, ticker, args.levels)
             try:
                 sys.stdout.write(("\x1b[H\x1b[2J" + screen + "\n") if sys.stdout.isatty() else screen + "\n\n")
             except BrokenPipeError:
@@ -137,8 +124,7 @@ async def run_watch(args: argparse.Namespace) -> None:
             await asyncio.sleep(args.refresh)  # screen refresh rate, not synchronisation
     finally:
         stop.cancel()
-        for sub in subs:
-            await sub.close()
+        await tick.close()
         await dk.close()
 
 
@@ -146,15 +132,14 @@ async def run_watch(args: argparse.Namespace) -> None:
 async def run_broker(args: argparse.Namespace) -> None:
     import ssl
 
-    from .broker import Broker
-    from .broker.server import BrokerServer
+    from .broker.port import BrokerServer
 
     ctx = None
     if args.certfile:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(args.certfile, args.keyfile)
     dk = await Deribit.connect(args.upstream)
-    broker = Broker(dk)
+    broker = dk.broker
     token = args.token or os.environ.get("DERIBIT_KIT_BROKER_TOKEN")
     server = BrokerServer(broker, args.host, args.port, ctx, token=token, max_connections=args.max_connections,
                           flush_interval=args.flush_ms / 1000)
@@ -167,7 +152,6 @@ async def run_broker(args: argparse.Namespace) -> None:
         await _until_stopped()
     finally:
         await server.stop()
-        await broker.close()
         await dk.close()
 
 

@@ -14,6 +14,7 @@ of the protocol agree on codes and messages by construction.
     │   ├── ConnectionClosed           a request was in flight when the link dropped
     │   └── RequestTimeout
     ├── ProtocolError                  the peer sent something that is not Deribit's dialect
+    ├── ConsumerClosed                 a broker consumer was closed (by its owner, or on overflow)
     ├── ValidationError                refused before sending (units, tick size, amounts)
     └── DeribitError                   the exchange answered with an error
         ├── InvalidRequestError        JSON-RPC level: parse, method, params, size
@@ -71,6 +72,10 @@ class RequestTimeout(TransportError):
 
 class ProtocolError(DeribitKitError):
     """The peer sent a frame that is not valid Deribit JSON-RPC."""
+
+
+class ConsumerClosed(DeribitKitError):
+    """A broker consumer was closed (by its owner, or by the broker with a reason such as an overflow)."""
 
 
 class ValidationError(DeribitKitError, ValueError):

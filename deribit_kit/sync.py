@@ -24,7 +24,8 @@ import threading
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
-from . import client as _client
+from . import deribit as _facade
+from .broker.consumer import Consumer, Item
 from .errors import DeribitKitError
 
 T = TypeVar("T")
@@ -82,20 +83,20 @@ class _LoopThread:
 
 
 class SyncSubscription:
-    """A blocking iterator over a :class:`deribit_kit.client.Subscription`."""
+    """A blocking iterator over a :class:`deribit_kit.broker.Consumer`."""
 
-    def __init__(self, owner: Deribit, sub: _client.Subscription) -> None:
+    def __init__(self, owner: Deribit, sub: Consumer) -> None:
         self._owner = owner
         self._sub = sub
 
-    def __iter__(self) -> Iterator[_client.Notification]:
+    def __iter__(self) -> Iterator[Item]:
         try:
             while True:
                 yield self.get()
         finally:
             self.close()
 
-    def get(self, timeout: float | None = None) -> _client.Notification:
+    def get(self, timeout: float | None = None) -> Item:
         return self._owner._run(self._sub.get(timeout))
 
     def close(self) -> None:
@@ -111,9 +112,9 @@ class SyncSubscription:
 
 
 class Deribit:
-    """Blocking twin of :class:`deribit_kit.client.Deribit`; every public coroutine method blocks."""
+    """Blocking twin of :class:`deribit_kit.Deribit`; every public coroutine method blocks."""
 
-    def __init__(self, client: _client.Deribit, loop: _LoopThread) -> None:
+    def __init__(self, client: _facade.Deribit, loop: _LoopThread) -> None:
         self._client = client
         self._loop = loop
         self.closed = False
@@ -124,7 +125,7 @@ class Deribit:
         _refuse_inside_loop("connect")
         loop = _LoopThread()
         try:
-            client = loop.run(_client.Deribit.connect(target, **kwargs))
+            client = loop.run(_facade.Deribit.connect(target, **kwargs))
         except BaseException:
             loop.stop()
             raise
@@ -158,7 +159,7 @@ class Deribit:
         return SyncSubscription(self, self._client.subscribe(*channels, maxsize=maxsize))
 
     @property
-    def client(self) -> _client.Deribit:
+    def client(self) -> _facade.Deribit:
         """The async client underneath (lives on the private loop's thread)."""
         return self._client
 
@@ -171,7 +172,7 @@ class Deribit:
 
 
 def _mirror(name: str) -> Callable[..., Any]:
-    method = getattr(_client.Deribit, name)
+    method = getattr(_facade.Deribit, name)
 
     @functools.wraps(method)
     def call(self: Deribit, *args: Any, **kwargs: Any) -> Any:
@@ -186,7 +187,7 @@ def public_methods(cls: type) -> list[str]:
     return sorted(n for n, v in inspect.getmembers(cls) if not n.startswith("_") and inspect.iscoroutinefunction(v))
 
 
-for _name in public_methods(_client.Deribit):
+for _name in public_methods(_facade.Deribit):
     if _name not in ("connect", "subscribe") and _name not in Deribit.__dict__:
         setattr(Deribit, _name, _mirror(_name))
 

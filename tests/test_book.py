@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from deribit_kit import book as book_module
-from deribit_kit.book import LIVE, RESYNCING, STALE, SYNCING, OrderBook
+from deribit_kit.live import ladder as book_module
+from deribit_kit.live.orderbook import LIVE, RESYNCING, STALE, SYNCING, OrderBook
 
 INSTRUMENT = "BTC-PERPETUAL"
 

@@ -9,8 +9,8 @@ from typing import Any
 import orjson
 import pytest
 
+from deribit_kit import Deribit, Notification
 from deribit_kit.broker import Broker, ConsumerClosed, Gap, LiveBook, chunk_channels
-from deribit_kit.client import Deribit, Notification
 from deribit_kit.sim import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, Simulator
 
 BTC, ETH = "BTC-PERPETUAL", "ETH-PERPETUAL"
@@ -56,16 +56,17 @@ async def until(pred: Callable[[], bool], wake: Any = None, timeout: float = 5.0
 
 
 def count_calls(client: Deribit, method: str) -> list[list[str]]:
-    """Wrap ``client.call`` to record the channel lists of every ``method`` call."""
+    """Wrap the client's transport to record the channel lists of every ``method`` request sent."""
     seen: list[list[str]] = []
-    orig = client.call
+    transport = client.transport
+    orig = transport.request
 
-    async def call(m: str, params: dict[str, Any] | None = None, **kw: Any) -> Any:
+    async def request(m: str, params: dict[str, Any] | None = None, **kw: Any) -> Any:
         if m == method:
-            seen.append(list(kw.get("channels") or (params or {}).get("channels") or []))
+            seen.append(list((params or {}).get("channels") or []))
         return await orig(m, params, **kw)
 
-    client.call = call  # type: ignore[method-assign,assignment]
+    transport.request = request  # type: ignore[method-assign]
     return seen
 
 

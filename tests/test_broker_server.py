@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import gc
 import socket
 import ssl
 from collections.abc import AsyncIterator
@@ -20,10 +21,10 @@ from conftest import RawPeer, connect_peer, expect
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from deribit_kit.book import OrderBook
+from deribit_kit import Deribit
 from deribit_kit.broker import Broker
-from deribit_kit.broker.server import BrokerServer
-from deribit_kit.client import Deribit
+from deribit_kit.broker.port import BrokerServer
+from deribit_kit.live.orderbook import OrderBook
 from deribit_kit.sim import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, Simulator
 
 PERP = "BTC-PERPETUAL"
@@ -131,6 +132,73 @@ async def test_a_10028_session_end_upstream_shows_port_clients_a_consistent_chai
     await chain.read(peer, lambda c: c.snapshots >= 2 and c.book.changes >= 3)  # Chain asserts every link
     assert await peer.result("public/test") == {"version": "1.2.26"}
     await peer.close()
+
+
+@pytest.fixture
+async def loop_errors() -> list[dict[str, Any]]:
+    """Everything the event loop would log as unhandled ("Task exception was never retrieved")."""
+    seen: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _loop, context: seen.append(context))
+    return seen
+
+
+async def test_an_unsubscribe_never_overtakes_a_later_subscribe_upstream(sim: Simulator, port: BrokerServer) -> None:
+    """Hostile clients had spent the upstream's credits, so one client's unsubscribe paced while
+    the next client's subscribe (another credit pool) went out first; the late unsubscribe then
+    left the channel dead for everyone: a subscribe reply and nothing after it."""
+    a = await connect_peer(port.ws_url)
+    await a.result("public/subscribe", {"channels": [BOOK]})
+    await Chain().read(a, lambda c: c.book.changes >= 1)
+    port.broker.client.transport.credits.default.level = -5000.0  # the next unsubscribe paces ~0.65 s
+    assert await a.result("public/unsubscribe", {"channels": [BOOK]}) == [BOOK]
+    b = await connect_peer(port.ws_url)
+    assert await b.result("public/subscribe", {"channels": [BOOK]}) == [BOOK]
+    await Chain().read(b, lambda c: c.snapshots == 1 and c.book.changes >= 3)
+    await port.broker.settle()
+    assert sim.subscriber_count(BOOK) == 1
+    for p in (a, b):
+        await p.close()
+
+
+async def test_a_close_while_the_subscribe_is_in_flight_leaves_the_channel_whole(sim: Simulator,
+                                                                               port: BrokerServer) -> None:
+    sim.faults.set_latency(0.2)  # the upstream's subscribe is answered 0.2 s later
+    hostile = await connect_peer(port.ws_url)
+    await hostile.ws.send(orjson.dumps({"jsonrpc": "2.0", "id": 1, "method": "public/subscribe",
+                                        "params": {"channels": [BOOK, BOOK]}}).decode())
+    await hostile.barrier()  # the port has the subscribe (its upstream call is in flight)
+    assert hostile.ws.transport is not None
+    hostile.ws.transport.abort()  # gone without a close, before its answer
+    b = await connect_peer(port.ws_url)
+    assert await b.result("public/subscribe", {"channels": [BOOK]}) == [BOOK]
+    sim.faults.set_latency(0)
+    await Chain().read(b, lambda c: c.snapshots == 1 and c.book.changes >= 3)
+    assert await b.result("public/unsubscribe_all") == "ok"
+    await port.broker.settle()
+    assert sim.subscriber_count(BOOK) == 0 and port.broker.channels == []  # every reference let go
+    await b.close()
+
+
+async def test_a_subscribe_always_gets_one_answer(sim: Simulator, port: BrokerServer,
+                                                  loop_errors: list[dict[str, Any]]) -> None:
+    """A channel named twice, refused and unknown channels mixed with good ones, and an unsubscribe
+    of the refused channel while the subscribe is still in flight: one answer each, with the
+    channels the client got (each once), and nothing raised in the port."""
+    p = await connect_peer(port.ws_url)
+    nope, ticker = "book.NOPE-PERPETUAL.100ms", f"ticker.{PERP}.100ms"
+    got = await p.result("public/subscribe", {"channels": [BOOK, BOOK, nope, "nonsense", ticker, ticker]})
+    assert got == [BOOK, ticker]
+    other = "book.NOPE2-PERPETUAL.100ms"
+    sub = asyncio.ensure_future(p.call("public/subscribe", {"channels": [other, f"trades.{PERP}.100ms"]}))
+    unsub = asyncio.ensure_future(p.call("public/unsubscribe", {"channels": [other]}))
+    assert (await unsub)["result"] == [other]
+    assert (await sub)["result"] == [f"trades.{PERP}.100ms"]
+    assert await p.result("public/test") == {"version": "1.2.26"}
+    await port.broker.settle()
+    gc.collect()  # a task whose exception nobody retrieved is reported when it is collected
+    assert loop_errors == []
+    await p.close()
 
 
 async def test_slow_client_is_conflated_fast_one_unaffected(sim: Simulator) -> None:

@@ -73,7 +73,7 @@ async def test_hello_and_client_credentials(dk: Deribit, sim: Simulator) -> None
     (session,) = sim.sessions
     assert session.client_name.startswith("deribit_kit/")
     assert session.account is not None and session.account.client_id == DEMO_CLIENT_ID
-    auth = dk._auth
+    auth = dk.client._auth
     assert auth is not None and "trade:read_write" in auth.scopes
     assert auth.access_token not in repr(auth)
 
@@ -106,7 +106,7 @@ async def test_token_refreshed_before_expiry() -> None:
     async with Simulator(seed=1, tick_interval=0, rate_limits=False, token_ttl=1) as sim:
         dk = await Deribit.connect(sim.ws_url, client_id=DEMO_CLIENT_ID, client_secret=DEMO_CLIENT_SECRET)
         try:
-            first = dk._auth
+            first = dk.client._auth
             assert first is not None and first.expires_in == 1
             refreshed = await asyncio.wait_for(expect(dk.authenticated), 3.0)  # at ~0.8 of the TTL
             assert refreshed.access_token != first.access_token
@@ -263,8 +263,8 @@ async def test_callbacks_and_shared_channels(dk: Deribit, sim: Simulator) -> Non
 
     a = dk.subscribe(TICKER, callback=got.put_nowait)
     b = dk.subscribe(TICKER, callback=coro_callback)
-    assert await a.start() == [TICKER]
-    assert await b.start() == [TICKER]
+    assert (await a.start()).accepted == [TICKER]
+    assert (await b.start()).accepted == [TICKER]
     assert sim.subscriber_count(TICKER) == 1  # one upstream subscription for both consumers
     assert (await asyncio.wait_for(got.get(), 2.0)).channel == TICKER
     assert (await asyncio.wait_for(coro_got.get(), 2.0)).channel == TICKER
@@ -281,7 +281,7 @@ async def test_notification_event_and_bounded_buffer(dk: Deribit) -> None:
     assert channel == TICKER and data["instrument_name"] == "BTC-PERPETUAL"
     while sub.dropped == 0:  # the consumer is not reading: the buffer keeps only the newest
         await dk.notification.wait(2.0)
-    assert sub._queue.qsize() == 2
+    assert sub.depth == 2
     await sub.close()
 
 
@@ -291,7 +291,7 @@ async def test_subscribe_checks_channel_names(dk: Deribit, sim: Simulator) -> No
     with pytest.raises(ValidationError):
         dk.subscribe()
     sub = dk.subscribe("ticker.NOPE-PERPETUAL.100ms", TICKER)
-    assert await sub.start() == [TICKER]  # the exchange refused the unknown instrument
+    assert (await sub.start()).accepted == [TICKER]  # the exchange refused the unknown instrument
     await sub.close()
 
 
@@ -368,7 +368,7 @@ async def test_debug_trace_redacts_secrets(sim: Simulator, caplog: pytest.LogCap
     dk = await Deribit.connect(sim.ws_url, client_id=DEMO_CLIENT_ID, client_secret=DEMO_CLIENT_SECRET)
     try:
         await dk.get_time()
-        token = dk._auth.access_token if dk._auth else ""
+        token = dk.client._auth.access_token if dk.client._auth else ""
     finally:
         await dk.close()
     http = await Deribit.connect(sim.ws_url, transport="http", client_id=DEMO_CLIENT_ID,

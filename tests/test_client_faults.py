@@ -241,8 +241,7 @@ async def test_connection_dropped_mid_stream(dk: Deribit, sim: Simulator) -> Non
         assert "connection closed" in reason
         await asyncio.wait_for(reconnected, 5.0)
         assert sim.subscriber_count(TICKER) == 1  # restored on the new connection
-        while not sub._queue.empty():  # what arrived before the drop
-            sub._queue.get_nowait()
+        sub.drain()  # what arrived before the drop
         n = await sub.get(timeout=2.0)
         assert n.channel == TICKER
     assert ws(dk).stats["reconnects"] == 1
@@ -302,8 +301,7 @@ async def test_server_restarted_on_same_port() -> None:
             assert sim2.subscriber_count(TICKER) == 1
             (session,) = sim2.sessions
             assert session.account is not None and session.client_name.startswith("deribit_kit/")
-            while not sub._queue.empty():
-                sub._queue.get_nowait()
+            sub.drain()
             assert (await sub.get(timeout=2.0)).channel == TICKER
             assert await dk.get_time() > 0
     finally:
@@ -361,8 +359,7 @@ async def test_malformed_frames_are_counted_and_ignored(dk: Deribit, sim: Simula
         assert ws(dk).stats["protocol_errors"] == 4
         assert "malformed frame" in caplog.text and "{garbage" in caplog.text
         # still the same connection, still streaming, still answering
-        while not sub._queue.empty():
-            sub._queue.get_nowait()
+        sub.drain()
         assert (await sub.get(timeout=2.0)).channel == TICKER
         assert await dk.get_time() > 0
         assert ws(dk).stats["reconnects"] == 0
@@ -375,7 +372,7 @@ async def test_failing_callback_does_not_stop_the_feed(dk: Deribit, caplog: pyte
     async with dk.subscribe(TICKER, callback=broken), dk.subscribe(TICKER) as healthy:
         for _ in range(2):
             assert (await healthy.get(timeout=2.0)).channel == TICKER
-    assert "subscriber callback failed" in caplog.text
+    assert "callback failed" in caplog.text
     assert ws(dk).stats["reconnects"] == 0
 
 

@@ -21,7 +21,7 @@ import pytest
 from conftest import SPEC_PATH
 
 from deribit_kit import Deribit, MethodNotFoundError
-from deribit_kit.orders import round_price
+from deribit_kit.client.rules import round_price
 from deribit_kit.sim import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, Simulator
 from deribit_kit.transport.http import HttpTransport
 from deribit_kit.transport.ws import WsTransport

@@ -20,9 +20,10 @@ from deribit_kit import (
     OrderRejectedError,
     ValidationError,
 )
+from deribit_kit.client.placement import PlacedOrder
+from deribit_kit.client.rules import check_amount, check_price, round_price
+from deribit_kit.live.portfolio import Portfolio
 from deribit_kit.models import AccountSummary, Instrument, Order, OrderResult, Position, TickSizeStep, UserTrade
-from deribit_kit.orders import PlacedOrder, check_amount, check_price, round_price
-from deribit_kit.portfolio import Portfolio
 from deribit_kit.sim import Simulator
 
 PERP = "BTC-PERPETUAL"

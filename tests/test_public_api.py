@@ -7,7 +7,7 @@ import inspect
 from collections.abc import Iterable
 
 import deribit_kit
-from deribit_kit import Deribit, Notification, Settings, Subscription
+from deribit_kit import Consumer, Deribit, Notification, Settings, Subscription
 
 ALL = [
     "AuthenticationError",
@@ -76,6 +76,7 @@ DERIBIT_METHODS = [
 DERIBIT_PROPERTIES = ["broker", "channels", "is_authenticated", "transport"]
 DERIBIT_ATTRIBUTES = [
     "authenticated",
+    "client",
     "connected",
     "disconnected",
     "http_url",
@@ -85,10 +86,14 @@ DERIBIT_ATTRIBUTES = [
     "settings",
     "sim",
     "transport_kind",
+    "upstream",
     "ws_url",
 ]
-SUBSCRIPTION_NAMES = ["close", "closed", "get", "start", "wait_closed"]
-SUBSCRIPTION_ATTRIBUTES = ["accepted", "callback", "channels", "client", "dropped"]
+# Deribit.subscribe returns a broker Consumer (``Subscription`` is its old name, kept as an alias)
+SUBSCRIPTION_NAMES = ["add_channels", "close", "close_nowait", "closed", "depth", "drain", "get", "get_nowait",
+                      "metrics", "remove_channels", "start", "wait_closed"]
+SUBSCRIPTION_ATTRIBUTES = ["accepted", "broker", "callback", "channels", "closed_reason", "consumed", "delivered",
+                           "dropped", "latency_ms", "max_depth", "maxsize", "name", "policy"]
 
 
 def public(names: Iterable[str]) -> list[str]:
@@ -118,6 +123,7 @@ def test_coroutines_are_coroutines() -> None:
 
 def test_subscription_and_notification_are_pinned() -> None:
     assert public(dir(Subscription)) == SUBSCRIPTION_NAMES
-    sub = Subscription(Deribit(Settings(target="sim")), ["ticker.BTC-PERPETUAL.100ms"], None, 1)
+    assert Subscription is Consumer
+    sub = Consumer(None, ["ticker.BTC-PERPETUAL.100ms"])  # type: ignore[arg-type]
     assert public(vars(sub)) == SUBSCRIPTION_ATTRIBUTES
-    assert [f for f in Notification.__dataclass_fields__] == ["channel", "data"]
+    assert Notification.__slots__ == ("channel", "data", "raw")

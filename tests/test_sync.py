@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from deribit_kit import client as async_client
+from deribit_kit import deribit as async_client
 from deribit_kit import sync
 from deribit_kit.sim import Simulator
 

@@ -30,7 +30,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..client import Deribit, Notification
+from ..broker.consumer import Notification
+from ..deribit import Deribit
 from ..errors import DeribitError, DeribitKitError, TransportError
 from ..models import Instrument, Order, Position, PublicTrade, Ticker, convert, convert_list
 from ..transport.ws import WsTransport
@@ -38,8 +39,8 @@ from . import render
 
 if TYPE_CHECKING:
     from ..broker import Broker, Consumer, LiveBook, OptionChain
-    from ..broker.server import BrokerServer
-    from ..portfolio import Portfolio
+    from ..broker.port import BrokerServer
+    from ..live.portfolio import Portfolio
 
 log = logging.getLogger("deribit_kit.ui")
 
@@ -515,7 +516,7 @@ class Hub:
                 await asyncio.sleep(delay)
         self._account_upstream_cpu()
         if self.broker_port is not None:
-            from ..broker.server import BrokerServer
+            from ..broker.port import BrokerServer
 
             self.broker_server = await BrokerServer(self.broker, port=self.broker_port).start()
         self.status, self.message = "ready", ""
@@ -529,6 +530,7 @@ class Hub:
             for feed in list(self._feeds.values()):
                 if isinstance(feed, MarketFeed):
                     feed.housekeeping(now)
+            self.stats["upstream_frames"], self.stats["upstream_cpu_s"] = self.upstream_cpu()
             self.stats["sessions"] = len(self.sessions)
             self.stats["feeds"] = len(self._feeds)
             if self.stats_file:
@@ -539,25 +541,18 @@ class Hub:
                     await self.load_instruments()
 
     def _account_upstream_cpu(self) -> None:
-        """Count the CPU time this thread spends dispatching upstream notifications (client, broker,
-        live books, shared feeds; the JSON decode before it is not included)."""
-        t = self.client._transport if self.client is not None else None
-        if not isinstance(t, WsTransport) or getattr(t.on_notification, "_dk_timed", False):
-            return
-        inner = t.on_notification
-        stats = self.stats
-        clock = time.thread_time
+        """Count the CPU time this thread spends handling upstream notifications (broker, live
+        books, shared feeds; the JSON decode before it is not included): the transport's hook."""
+        t = self.client.client._transport if self.client is not None and self.client.client is not None else None
+        if isinstance(t, WsTransport):
+            t.time_notifications()
 
-        def timed(channel: str, data: Any) -> None:
-            t0 = clock()
-            try:
-                inner(channel, data)
-            finally:
-                stats["upstream_cpu_s"] += clock() - t0
-                stats["upstream_frames"] += 1
-
-        timed._dk_timed = True  # type: ignore[attr-defined]
-        t.on_notification = timed
+    def upstream_cpu(self) -> tuple[float, float]:
+        """(notifications handled, CPU seconds spent on them) since the hub started."""
+        t = self.client.client._transport if self.client is not None and self.client.client is not None else None
+        if not isinstance(t, WsTransport):
+            return 0.0, 0.0
+        return float(t.stats["notifications"]), float(t.stats.get("notification_cpu_s", 0.0))
 
     async def load_instruments(self) -> None:
         client = self.client_or_raise
@@ -596,8 +591,8 @@ class Hub:
 
     @property
     def upstream_state(self) -> str:
-        t = self.client._transport if self.client is not None else None
-        return str(getattr(t, "state", "connecting"))
+        return self.client.client.state if self.client is not None and self.client.client is not None \
+            else "connecting"
 
     @property
     def can_trade(self) -> bool:

@@ -29,7 +29,7 @@ from typing import Any
 
 import httpx
 
-from ..client import Deribit
+from ..deribit import Deribit
 
 APPS = ("market", "options", "trading")
 READY_TIMEOUT = 90.0
@@ -90,7 +90,7 @@ def _stop_child(proc: subprocess.Popen[bytes]) -> None:
 
 
 async def run_demo(args: argparse.Namespace) -> None:
-    from ..broker.server import BrokerServer
+    from ..broker.port import BrokerServer
     from ..sim import Simulator
 
     folder = Path(args.dashboards) if args.dashboards else dashboards_dir()

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from .. import orders
+from ..client import rules as orders
 from ..models import AccountSummary, Instrument, Order, Position, PublicTrade, Ticker
 
 Level = tuple[float, float]

@@ -20,7 +20,7 @@ import pandas as pd
 import panel as pn
 import param
 
-from .. import orders as order_rules
+from ..client import rules as order_rules
 from ..errors import DeribitKitError
 from ..models import Instrument
 from . import render

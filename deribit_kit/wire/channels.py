@@ -111,3 +111,27 @@ def ticker_channel(instrument: str, interval: str = "100ms") -> str:
 def trades_channel(instrument: str, interval: str = "100ms") -> str:
     """``trades.{instrument}.{interval}``."""
     return f"trades.{instrument}.{interval}"
+
+
+MAX_CHANNELS_PER_CALL = 100
+"""Channels per subscribe call the kit sends (Deribit publishes no limit; the embedded exchange takes 500)."""
+MAX_CALL_BYTES = 32 * 1024 - 512
+"""Deribit's 32 kB frame limit, minus room for the JSON-RPC envelope."""
+
+
+def chunk_channels(channels: list[str], max_channels: int = MAX_CHANNELS_PER_CALL,
+                   max_bytes: int = MAX_CALL_BYTES) -> list[list[str]]:
+    """Split ``channels`` into calls of <= ``max_channels`` names and < ``max_bytes`` of JSON."""
+    out: list[list[str]] = []
+    cur: list[str] = []
+    size = 0
+    for ch in channels:
+        n = len(ch) + 3  # quotes and comma
+        if cur and (len(cur) >= max_channels or size + n >= max_bytes):
+            out.append(cur)
+            cur, size = [], 0
+        cur.append(ch)
+        size += n
+    if cur:
+        out.append(cur)
+    return out

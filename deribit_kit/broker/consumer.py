@@ -1,19 +1,22 @@
-"""Broker consumers: a bounded buffer per consumer with a stated overflow policy.
+"""Broker consumers: one contract for every stream a notebook, a dashboard, the port, a recorder
+or a sink sees — a bounded buffer per consumer with a stated overflow policy.
 
 * ``"conflate"``: keep only the latest message per channel (for book channels the broker hands
-  the consumer the live :class:`~deribit_kit.broker.broker.LiveBook`, never a broken chain);
+  the consumer the live :class:`~deribit_kit.live.LiveBook`, never a broken chain);
 * ``"drop_oldest"``: drop the oldest messages and put an explicit :class:`Gap` marker in the
   stream (before the next message) saying how many were lost on which channel;
 * ``"disconnect"``: close the consumer with a reason when its buffer overflows.
 
 Delivery is a direct method call from the broker's dispatch (no task per consumer); a waiting
 reader is woken through one future. A consumer that is slow or stuck never delays the others:
-its buffer is bounded (``maxsize``) and only its own messages are dropped or conflated.
+its buffer is bounded (``maxsize``) and only its own messages are dropped or conflated. A
+``callback`` consumer gets every message at once (a coroutine function runs as a task).
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from collections import deque
@@ -21,18 +24,38 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-from ..client import Notification
-from ..errors import DeribitKitError
+from ..errors import ConsumerClosed
 
 if TYPE_CHECKING:
     from .broker import Broker
 
-__all__ = ["POLICIES", "Consumer", "ConsumerClosed", "Gap", "Policy"]
+__all__ = ["POLICIES", "Consumer", "ConsumerClosed", "Gap", "Notification", "Policy"]
 
 log = logging.getLogger("deribit_kit.broker")
 
 Policy = Literal["conflate", "drop_oldest", "disconnect"]
 POLICIES: Final = ("conflate", "drop_oldest", "disconnect")
+
+
+class Notification:
+    """One message of a channel: its ``data`` (decoded once, shared by every consumer) and ``raw``,
+    the frame exactly as the upstream received it (``None`` when the source has none)."""
+
+    __slots__ = ("channel", "data", "raw")
+
+    def __init__(self, channel: str, data: Any, raw: str | bytes | None = None) -> None:
+        self.channel = channel
+        self.data = data
+        self.raw = raw
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, Notification) and other.channel == self.channel
+                and other.data == self.data)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Notification(channel={self.channel!r}, data={self.data!r})"
 
 
 @dataclass(slots=True, frozen=True)
@@ -41,10 +64,6 @@ class Gap:
 
     channel: str
     dropped: int
-
-
-class ConsumerClosed(DeribitKitError):
-    """The consumer was closed (by its owner, or by the broker with a reason such as an overflow)."""
 
 
 Item = Notification | Gap
@@ -66,6 +85,7 @@ class Consumer:
             raise ValueError("maxsize must be >= 1")
         self.broker = broker
         self.channels: list[str] = list(dict.fromkeys(channels))
+        self.accepted: list[str] = []  # the channels the upstream accepted (after start)
         self.policy: Policy = policy
         self.maxsize = maxsize
         self.callback = callback
@@ -82,6 +102,8 @@ class Consumer:
         self._waiter: asyncio.Future[None] | None = None
         self._started = False
         self._closed = False
+        self._done: asyncio.Future[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     # ------------------------------------------------------------ delivery (called by the broker)
     def _push(self, n: Notification) -> None:
@@ -90,9 +112,12 @@ class Consumer:
         cb = self.callback
         if cb is not None:
             try:
-                cb(n)
+                result = cb(n)
             except Exception:
                 log.exception("consumer %s callback failed on %s", self.name, n.channel)
+                return
+            if result is not None and inspect.isawaitable(result):
+                self._spawn(result)
             return
         if self.policy == "conflate":
             latest = self._latest
@@ -130,7 +155,27 @@ class Consumer:
 
     @property
     def closed(self) -> bool:
+        """True once the consumer has left its channels (closed by its owner or by the broker)."""
         return self._closed
+
+    async def wait_closed(self, timeout: float | None = None) -> None:
+        """Wait until the consumer is closed, e.g. after ``break`` out of ``async for``."""
+        if not self._closed:
+            if self._done is None:
+                self._done = asyncio.get_running_loop().create_future()
+            await asyncio.wait_for(asyncio.shield(self._done), timeout)
+        await self.broker.synced(10.0 if timeout is None else timeout)
+
+    def _spawn(self, aw: Any) -> None:
+        """Run a coroutine callback's awaitable as a task (kept alive, its failure logged)."""
+        task: asyncio.Task[Any] = asyncio.ensure_future(aw)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("consumer %s callback failed", self.name, exc_info=task.exception())
 
     # ------------------------------------------------------------ reading
     def get_nowait(self) -> Item | None:
@@ -158,7 +203,7 @@ class Consumer:
         return None
 
     async def get(self, timeout: float | None = None) -> Item:
-        """The next :class:`~deribit_kit.client.Notification` or :class:`Gap`, waiting at most ``timeout`` s."""
+        """The next :class:`Notification` or :class:`Gap`, waiting at most ``timeout`` s."""
         if not self._started:
             await self.start()
         item = self.get_nowait()
@@ -204,10 +249,11 @@ class Consumer:
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> Consumer:
-        """Join the channels (subscribing upstream those no other consumer holds yet)."""
+        """Join the channels (subscribing upstream those no other consumer holds yet). Raises
+        :class:`~deribit_kit.errors.SubscriptionError` when the upstream accepts none of them."""
         if not self._started:
             self._started = True
-            await self.broker._attach(self, self.channels)
+            self.accepted = await self.broker._attach(self, self.channels)
         return self
 
     async def add_channels(self, channels: Iterable[str]) -> None:
@@ -215,16 +261,21 @@ class Consumer:
         if new:
             self.channels += new
             if self._started and not self._closed:
-                await self.broker._attach(self, new)
+                self.accepted += await self.broker._attach(self, new)
 
     async def remove_channels(self, channels: Iterable[str]) -> None:
         gone = [c for c in channels if c in self.channels]
         if gone:
             self.channels = [c for c in self.channels if c not in gone]
+            self.accepted = [c for c in self.accepted if c not in gone]
             for c in gone:
                 self._latest.pop(c, None)
             if self._started and not self._closed:
                 self.broker._detach(self, gone)
+
+    def close_nowait(self, reason: str = "closed") -> None:
+        """Leave every channel now (what :meth:`close` does, without awaiting)."""
+        self._close_now(reason)
 
     def _close_now(self, reason: str) -> None:
         if self._closed:
@@ -237,13 +288,15 @@ class Consumer:
             log.warning("consumer %s closed: %s", self.name, reason)
         if self._started:
             self.broker._detach(self, self.channels)
-        w = self._waiter
-        if w is not None and not w.done():
-            w.set_result(None)
+        for w in (self._waiter, self._done):
+            if w is not None and not w.done():
+                w.set_result(None)
 
     async def close(self, reason: str = "closed") -> None:
-        """Leave every channel (the broker unsubscribes upstream what nobody else reads)."""
+        """Leave every channel; returns once the broker has unsubscribed upstream what nobody else
+        reads (without waiting when the upstream is down: its channels go with the connection)."""
         self._close_now(reason)
+        await self.broker.synced()
 
     async def __aenter__(self) -> Consumer:
         return await self.start()

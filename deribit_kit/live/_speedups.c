@@ -1,6 +1,6 @@
-/* Compiled inner loops of a tick-ladder book side (deribit_kit.book._Ladder.apply and .head).
+/* Compiled inner loops of a tick-ladder book side (deribit_kit.live.ladder._Ladder.apply and .head).
  *
- * Optional: when this extension is not built, book.py runs the same loops in Python.
+ * Optional: when this extension is not built, live/ladder.py runs the same loops in Python.
  * ladder_apply takes the entries the common way (a known price, or a delete of an unknown one) and
  * stops at any entry it does not take (a price new to the side, a malformed entry, a value of an unexpected type), so
  * the Python code handles that one entry with its own rules and errors, then calls in again.
@@ -99,7 +99,7 @@ ladder_apply(PyObject *self, PyObject *args)
             owner = PyList_GET_ITEM(owners, (Py_ssize_t)x);
             if (owner != Py_None && !PyFloat_CheckExact(owner)) {
                 Py_DECREF(fprice);
-                break; /* owners hold floats (book.py stores them so); anything else: Python decides */
+                break; /* owners hold floats (ladder.py stores them so); anything else: Python decides */
             }
             if (owner == Py_None || PyFloat_AS_DOUBLE(owner) != p)
                 owner = NULL;
@@ -183,8 +183,8 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "deribit_kit._speedups",
-    "Compiled hot loops of deribit_kit.book (optional; book.py has the same loops in Python).", -1, methods,
+    PyModuleDef_HEAD_INIT, "deribit_kit.live._speedups",
+    "Compiled hot loops of deribit_kit.live.ladder (optional; ladder.py has the same loops in Python).", -1, methods,
 };
 
 PyMODINIT_FUNC

@@ -1,4 +1,4 @@
-"""Types of the optional compiled loop in ``_speedups.c`` (see ``deribit_kit.book._Ladder``)."""
+"""Types of the optional compiled loop in ``_speedups.c`` (see ``deribit_kit.live.ladder._Ladder``)."""
 
 from typing import Any
 

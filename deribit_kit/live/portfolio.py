@@ -20,23 +20,37 @@ import html
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import pandas as pd
 
-from .errors import DeribitKitError
-from .events import Event
-from .models import AccountSummary, FrameList, Order, Position, UserTrade, convert, convert_list
+from ..errors import DeribitKitError
+from ..events import Event
+from ..models import AccountSummary, FrameList, Order, Position, UserTrade, convert, convert_list
 
-if TYPE_CHECKING:
-    from .client import Deribit, Notification, Subscription
-
-log = logging.getLogger("deribit_kit.portfolio")
+log = logging.getLogger("deribit_kit.live.portfolio")
 
 DEFAULT_CURRENCIES = ("BTC", "ETH", "USDC")
 ORDERS_CHANNEL = "user.orders.any.any.raw"
 TRADES_CHANNEL = "user.trades.any.any.raw"
 CHANGES_CHANNEL = "user.changes.any.any.raw"
+
+
+class Account(Protocol):
+    """What a portfolio needs of its owner (the :class:`~deribit_kit.Deribit` facade): requests,
+    broker streams and the reconnect event."""
+
+    reconnected: Event
+
+    async def call(self, method: str, params: dict[str, Any] | None = None, *, timeout: float | None = None,
+                   **kwargs: Any) -> Any: ...
+
+    async def positions(self, currency: str = "any", kind: str | None = None) -> FrameList[Position]: ...
+
+    async def account_summary(self, currency: str) -> AccountSummary: ...
+
+    def subscribe(self, *channels: str, callback: Callable[[Any], Any] | None = None,
+                  maxsize: int = 10_000) -> Any: ...
 
 
 class Portfolio:
@@ -47,7 +61,7 @@ class Portfolio:
     ``trade`` (:class:`UserTrade`), ``resynced`` (after a REST resync).
     """
 
-    def __init__(self, client: Deribit, currencies: tuple[str, ...] | None = None) -> None:
+    def __init__(self, client: Account, currencies: tuple[str, ...] | None = None) -> None:
         self.client = client
         self.currencies: list[str] = list(currencies or ())
         self.orders: dict[str, Order] = {}  # open orders by order_id
@@ -63,8 +77,9 @@ class Portfolio:
         self.resynced = Event("resynced")
         self.last_update = 0.0
         self.resyncs = 0
-        self._sub: Subscription | None = None
-        self._changes_sub: Subscription | None = None
+        self._sub: Any = None  # broker consumers
+        self._changes_sub: Any = None
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._started: asyncio.Future[None] | None = None
         self._refresh: asyncio.Task[None] | None = None
         self._refresh_again = False
@@ -107,6 +122,8 @@ class Portfolio:
                 await sub.close()
         if self._refresh is not None:
             self._refresh.cancel()
+        for task in list(self._tasks):
+            task.cancel()
 
     async def _account_currencies(self) -> list[str]:
         found: list[str] = []
@@ -132,7 +149,9 @@ class Portfolio:
         self.resynced.emit(self)
 
     def _on_reconnected(self, _client: Any) -> None:
-        self.client._spawn(self._resync_logged())
+        task = asyncio.get_running_loop().create_task(self._resync_logged())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _resync_logged(self) -> None:
         try:
@@ -167,7 +186,7 @@ class Portfolio:
                 return
 
     # ------------------------------------------------------------ notifications
-    def _on_message(self, n: Notification) -> None:
+    def _on_message(self, n: Any) -> None:
         ch, data = n.channel, n.data
         if ch == ORDERS_CHANNEL:
             for item in data if isinstance(data, list) else [data]:

@@ -1,7 +1,4 @@
-"""Placing orders safely: unit checks before sending, tick rounding, labels, and idempotent
-placement by label.
-
-The exchange's rules, checked here so that a wrong order never leaves the process:
+"""The exchange's order rules, checked here so that a wrong order never leaves the process:
 
 * **amount** — inverse futures and perpetuals (``BTC-PERPETUAL``) trade USD: the amount is a
   multiple of ``contract_size`` (10 USD for BTC) and at least ``min_trade_amount``. Linear futures,
@@ -13,10 +10,7 @@ The exchange's rules, checked here so that a wrong order never leaves the proces
   refuses (``strict=True``).
 * **label** — every order carries one (``dk-<12 hex>`` when none is given), at most 64 characters.
 
-Placement is idempotent by label: when the link drops while ``private/buy``/``sell`` is in flight
-(:class:`~deribit_kit.errors.ConnectionClosed`, or a timeout), the outcome is unknown, so the
-client waits for the reconnect, looks the label up, and returns the order the exchange holds; only
-when the exchange has no such order is the request sent again, once.
+Placement by label (reconciliation after a drop) is :mod:`deribit_kit.client.placement`.
 """
 
 from __future__ import annotations
@@ -25,15 +19,12 @@ import logging
 import math
 import uuid
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-from .errors import ConnectionClosed, MethodNotFoundError, RequestTimeout, ValidationError
-from .models import Instrument, Order, OrderResult, UserTrade, convert, convert_list
+from ..errors import ValidationError
+from ..models import Instrument
 
-if TYPE_CHECKING:
-    from .client import Deribit
-
-log = logging.getLogger("deribit_kit.orders")
+log = logging.getLogger("deribit_kit.client.rules")
 
 MAX_LABEL = 64
 LABEL_PREFIX = "dk-"
@@ -45,17 +36,6 @@ TIME_IN_FORCE = ("good_til_cancelled", "good_til_day", "fill_or_kill", "immediat
 RoundMode = Literal["nearest", "down", "up"]
 _ROUNDING = {"nearest": ROUND_HALF_EVEN, "down": ROUND_FLOOR, "up": ROUND_CEILING}
 _REL = 1e-9  # relative tolerance for "on the grid" (floats such as 0.1 + 0.2)
-
-
-class PlacedOrder(OrderResult, kw_only=True):
-    """An :class:`~deribit_kit.models.OrderResult` that also says how it was obtained.
-
-    ``reconciled`` is ``None`` for a normal answer; ``"found"`` when the connection dropped during
-    the request and the order was found on the exchange by its label; ``"resent"`` when it was not
-    there and the request was sent again (once).
-    """
-
-    reconciled: str | None = None
 
 
 # ---------------------------------------------------------------- labels
@@ -242,72 +222,17 @@ def order_params(inst: Instrument, amount: float | None, price: float | None, *,
     return params
 
 
-# ---------------------------------------------------------------- placement (used by Deribit.buy/sell)
-
-
-def _currencies(inst: Instrument) -> list[str]:
-    """The currencies whose order lists hold ``inst``'s orders (settlement; spot: base and quote)."""
-    if inst.settlement_currency:
-        return [inst.settlement_currency]
-    return [c for c in dict.fromkeys((inst.base_currency, inst.quote_currency)) if c]
-
-
-async def find_by_label(client: Deribit, inst: Instrument, label: str) -> list[Order]:
-    """Every order (open or closed) of ``inst`` carrying ``label``, as the exchange reports them."""
-    found: dict[str, Order] = {}
-    for cur in _currencies(inst):
-        try:
-            raw = await client.call("private/get_order_state_by_label", currency=cur, label=label)
-        except MethodNotFoundError:
-            raw = await client.call("private/get_open_orders_by_label", currency=cur, label=label)
-            raw += await client.call("private/get_order_history_by_instrument", instrument_name=inst.instrument_name,
-                                     count=100, include_unfilled=True)
-        for o in convert_list(raw, Order):
-            if o.label == label and o.instrument_name == inst.instrument_name:
-                found[o.order_id] = o
-        if found:
-            break
-    return sorted(found.values(), key=lambda o: o.creation_timestamp)
-
-
-async def place(client: Deribit, direction: str, params: dict[str, Any]) -> PlacedOrder:
-    """Send ``private/{direction}``; on an unknown outcome reconcile by label (see module doc)."""
-    method = f"private/{direction}"
-    try:
-        return convert(await client.call(method, params), PlacedOrder)
-    except (ConnectionClosed, RequestTimeout) as exc:
-        label = params["label"]
-        log.warning("%s %s label=%s: outcome unknown (%s); reconciling by label after reconnect",
-                    method, params["instrument_name"], label, exc)
-    inst = await client.instrument(params["instrument_name"])
-    orders = await find_by_label(client, inst, label)
-    if orders:
-        order = orders[-1]
-        if len(orders) > 1:
-            log.error("label %s names %d orders on %s", label, len(orders), inst.instrument_name)
-        trades = convert_list(await client.call("private/get_user_trades_by_order", order_id=order.order_id),
-                              UserTrade)
-        log.warning("%s label=%s reconciled: the exchange holds order %s (%s); not re-sent",
-                    method, label, order.order_id, order.order_state)
-        return PlacedOrder(order=order, trades=list(trades), reconciled="found")
-    log.warning("%s label=%s reconciled: no such order on the exchange; sending it again (once)", method, label)
-    result = convert(await client.call(method, params), PlacedOrder)
-    result.reconciled = "resent"
-    return result
-
-
 __all__ = [
     "MAX_LABEL",
-    "PlacedOrder",
+    "ORDER_TYPES",
+    "TIME_IN_FORCE",
     "amount_step",
     "amount_unit",
     "check_amount",
     "check_label",
     "check_price",
-    "find_by_label",
     "is_on_tick",
     "new_label",
     "order_params",
-    "place",
     "round_price",
 ]

@@ -31,12 +31,14 @@ import time
 from typing import Any, Literal
 
 from ..errors import DeribitError, DeribitKitError, error_for_code, invalid_params
+from ..live.livebook import LiveBook
 from ..transport.server import HttpRequest, HttpResponse, LoopbackServer, WsConnection, text_frame
 from ..wire import jsonrpc
 from ..wire.channels import ChannelError, parse_channel
 from ..wire.credits import CreditPools
-from .broker import Broker, LiveBook
-from .subscription import Consumer, Item
+from . import metrics
+from .broker import Broker
+from .consumer import Item
 
 __all__ = ["BrokerServer"]
 
@@ -72,7 +74,8 @@ class _Client:
 
 
 class _Topic:
-    """One channel served to external clients."""
+    """One channel served to external clients: one broker consumer (and, for books, one hold on
+    the broker's live book) whatever the number of clients."""
 
     def __init__(self, server: BrokerServer, name: str) -> None:
         self.server = server
@@ -85,52 +88,32 @@ class _Topic:
         self.soon = info.interval in (None, "raw")
         self.clients: set[_Client] = set()
         self.ready: set[_Client] = set()  # subscribe reply sent: notifications may flow
-        self.consumer: Consumer | None = None
-        self.live: LiveBook | None = None
-        self.started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        broker = server.broker
+        self.live: LiveBook | None = broker.hold_book(name) if self.is_book else None
+        self.consumer = broker.consumer([name], "drop_oldest", 1, callback=self._on_note, name=f"port:{name}")
+        self.started: asyncio.Task[Any] = asyncio.get_running_loop().create_task(self.consumer.start())
+        self.started.add_done_callback(_retrieve)
         self._snap: tuple[int | None, bytes] | None = None
         self.messages = 0
 
-    async def start(self) -> None:
-        broker = self.server.broker
-        try:
-            if self.is_book:
-                st = broker._acquire(self.name)  # hold the broker's live book for this channel
-                self.live = broker._ensure_book(st)
-                self.live._holders += 1
-            self.consumer = broker.consumer([self.name], "drop_oldest", 1, callback=self._on_note,
-                                            name=f"port:{self.name}")
-            await self.consumer.start()
-        except Exception as exc:
-            log.warning("subscribing %s for the port failed: %s", self.name, exc)
-            self.started.set_exception(exc)
-            self.started.exception()
-            await self.stop()
-            return
-        self.started.set_result(None)
-
-    async def stop(self) -> None:
-        if self.consumer is not None:
-            await self.consumer.close()
-            self.consumer = None
+    def stop(self) -> None:
+        """Leave the broker's channel (at once, even while the subscribe is still in flight upstream)."""
+        self.consumer.close_nowait()
         if self.live is not None:
-            self.server.broker._release_book(self.live)
+            self.live.release()
             self.live = None
 
     def snapshot_frame(self) -> bytes | None:
         """A ``snapshot`` notification of the live book as it is now (encoded once per change_id)."""
         live = self.live
-        if live is None or live.book.state != "live":
+        data = live.snapshot() if live is not None else None
+        if data is None:
             return None
-        book = live.book
-        if self._snap is not None and self._snap[0] == book.change_id:
+        cid = data["change_id"]
+        if self._snap is not None and self._snap[0] == cid:
             return self._snap[1]
-        lv = book.snapshot_levels()
-        data = {"type": "snapshot", "timestamp": book.last_update_ms, "instrument_name": live.instrument,
-                "change_id": book.change_id,
-                "bids": [["new", p, a] for p, a in lv["bids"]], "asks": [["new", p, a] for p, a in lv["asks"]]}
         frame = text_frame(jsonrpc.encode_notification(self.name, data))
-        self._snap = (book.change_id, frame)
+        self._snap = (cid, frame)
         return frame
 
     def send_snapshot(self, c: _Client) -> None:
@@ -235,7 +218,7 @@ class BrokerServer:
         for t in list(self._tasks):
             t.cancel()
         for topic in list(self.topics.values()):
-            await topic.stop()
+            topic.stop()
         self.topics.clear()
 
     async def __aenter__(self) -> BrokerServer:
@@ -377,7 +360,7 @@ class BrokerServer:
     def _handle(self, c: _Client, req: jsonrpc.Request, us_in: int) -> Any:
         m, p = req.method, req.params
         if m in ("public/subscribe", "private/subscribe"):
-            self._spawn(self._subscribe(c, req, us_in, m.startswith("private/")))
+            self._subscribe(c, req, us_in, m.startswith("private/"))
             return _ASYNC
         if m in ("public/unsubscribe", "private/unsubscribe"):
             chans = _channels_param(p)
@@ -465,7 +448,7 @@ class BrokerServer:
     async def _forward(self, c: _Client, req: jsonrpc.Request, us_in: int) -> None:
         params = {k: v for k, v in req.params.items() if k != "access_token"}
         try:
-            result = await self.broker.client.call(req.method, params)
+            result = await self.broker.upstream.call(req.method, params)
         except DeribitError as exc:
             self._error(c, req.id, exc, us_in)
             return
@@ -484,51 +467,55 @@ class BrokerServer:
             self._reply(c, jsonrpc.TEST_REQUEST)
 
     # ------------------------------------------------------------ subscriptions
-    async def _subscribe(self, c: _Client, req: jsonrpc.Request, us_in: int, private: bool) -> None:
-        try:
-            chans = _channels_param(req.params)
-            if private:
-                self._require_auth(c, req.params)
-            wanted: list[str] = []
-            for name in chans:
-                try:
-                    info = parse_channel(name)
-                except ChannelError:
-                    continue  # Deribit leaves unknown channels out of the result
-                if info.private and not private:
-                    if not c.authed and self.token is None:
-                        raise error_for_code(13009, data={"reason": "private channels are disabled on this broker"})
-                    continue
-                wanted.append(name)
-            new = [ch for ch in dict.fromkeys(wanted) if ch not in c.subs]
-            if len(c.subs) + len(new) > self.max_channels:
-                raise invalid_params("channels", f"too many channels for one connection (max {self.max_channels})")
-        except DeribitError as exc:
-            self._error(c, req.id, exc, us_in)
-            return
-        c.subs.update(new)
-        topics: list[_Topic] = []
+    def _subscribe(self, c: _Client, req: jsonrpc.Request, us_in: int, private: bool) -> None:
+        """Take the channels now, in the order the client's requests arrived (an unsubscribe right
+        after sees them); answer once the upstream has answered for the new ones."""
+        wanted = self._wanted(c, req.params, private)
+        new = [ch for ch in wanted if ch not in c.subs]
         for ch in new:
             topic = self.topics.get(ch)
             if topic is None:
                 topic = self.topics[ch] = _Topic(self, ch)
-                self._spawn(topic.start())
             topic.clients.add(c)
-            topics.append(topic)
+            c.subs.add(ch)
+        self._spawn(self._answer_subscribe(c, req, us_in, wanted, [self.topics[ch] for ch in new]))
+
+    async def _answer_subscribe(self, c: _Client, req: jsonrpc.Request, us_in: int, wanted: list[str],
+                                topics: list[_Topic]) -> None:
+        """One answer per call, always: the channels the client now has of those it named (each
+        once, in its order; unknown or refused ones left out, as Deribit does)."""
         results = await asyncio.gather(*(asyncio.shield(t.started) for t in topics), return_exceptions=True)
         if c.conn.closed or c not in self.clients:
             return
-        accepted = [ch for ch in wanted if ch in c.subs]
-        for topic, res in zip(topics, results, strict=True):
-            if isinstance(res, BaseException):
-                accepted.remove(topic.name)
-                self._drop_subs(c, [topic.name])
-        self._reply(c, jsonrpc.encode_result(req.id, accepted, us_in, self.testnet))
+        failed = {t.name for t, r in zip(topics, results, strict=True) if isinstance(r, BaseException)}
+        self._drop_subs(c, [ch for ch in failed if ch in c.subs])
+        self._reply(c, jsonrpc.encode_result(req.id, [ch for ch in wanted if ch in c.subs], us_in, self.testnet))
         for topic in topics:
-            if topic.name in c.subs:
+            if topic.name in c.subs and self.topics.get(topic.name) is topic:
                 topic.ready.add(c)
                 if topic.is_book:
                     topic.send_snapshot(c)
+
+    def _wanted(self, c: _Client, params: dict[str, Any], private: bool) -> list[str]:
+        """The channels of a subscribe call this client may have, each once, in order."""
+        chans = _channels_param(params)
+        if private:
+            self._require_auth(c, params)
+        wanted: list[str] = []
+        for name in dict.fromkeys(chans):
+            try:
+                info = parse_channel(name)
+            except ChannelError:
+                continue  # Deribit leaves unknown channels out of the result
+            if info.private and not private:
+                if not c.authed and self.token is None:
+                    raise error_for_code(13009, data={"reason": "private channels are disabled on this broker"})
+                continue
+            wanted.append(name)
+        new = sum(1 for ch in wanted if ch not in c.subs)
+        if len(c.subs) + new > self.max_channels:
+            raise invalid_params("channels", f"too many channels for one connection (max {self.max_channels})")
+        return wanted
 
     def _drop_subs(self, c: _Client, names: list[str]) -> None:
         for name in names:
@@ -541,14 +528,13 @@ class BrokerServer:
             topic.ready.discard(c)
             if not topic.clients:
                 del self.topics[name]
-                self._spawn(_stop_after_start(topic))
+                topic.stop()
 
     # ------------------------------------------------------------ HTTP: health and metrics
     def metrics(self) -> dict[str, Any]:
-        t = self.broker.client._transport
         now = time.monotonic()
         return {
-            "status": "ok", "upstream": getattr(t, "state", "none"), "clients": len(self.clients),
+            "status": "ok", "upstream": self.broker.upstream.state, "clients": len(self.clients),
             "channels": len(self.topics), **self.stats,
             "per_client": [{"peer": c.conn.peer, "channels": len(c.subs), "buffered": c.conn.buffered,
                             "drops": c.drops, "lagging": c.lagging, "snapshots": c.snapshots,
@@ -556,22 +542,8 @@ class BrokerServer:
         }
 
     def prometheus(self) -> str:
-        m = self.metrics()
-        lines = [
-            "# HELP deribit_kit_port_clients connected external clients", "# TYPE deribit_kit_port_clients gauge",
-            f"deribit_kit_port_clients {m['clients']}",
-            "# HELP deribit_kit_port_channels channels served", "# TYPE deribit_kit_port_channels gauge",
-            f"deribit_kit_port_channels {m['channels']}",
-            "# HELP deribit_kit_port_upstream_up 1 when the upstream is open",
-            "# TYPE deribit_kit_port_upstream_up gauge", f"deribit_kit_port_upstream_up {int(m['upstream'] == 'open')}",
-        ]
-        for key in ("requests", "errors", "refused", "slow_disconnects", "deliveries"):
-            lines += [f"# TYPE deribit_kit_port_{key}_total counter", f"deribit_kit_port_{key}_total {m[key]}"]
-        for key, kind in (("buffered", "gauge"), ("drops", "counter"), ("lagging", "gauge")):
-            name = f"deribit_kit_port_client_{key}" + ("_total" if kind == "counter" else "")
-            lines.append(f"# TYPE {name} {kind}")
-            lines += [f'{name}{{peer="{pc["peer"]}"}} {int(pc[key])}' for pc in m["per_client"]]
-        return "\n".join(lines) + "\n" + self.broker.prometheus()
+        """The port's and the broker's metrics in the Prometheus text format."""
+        return metrics.port_text(self.metrics()) + self.broker.prometheus()
 
     async def http(self, request: HttpRequest) -> HttpResponse:
         if request.path == "/healthz":
@@ -597,9 +569,7 @@ def _channels_param(p: dict[str, Any]) -> list[str]:
     return chans
 
 
-async def _stop_after_start(topic: _Topic) -> None:
-    try:
-        await asyncio.shield(topic.started)
-    except BaseException:  # a failed start has already cleaned up
-        return
-    await topic.stop()
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    """A topic's start may fail after every client left: its error is logged, never left unretrieved."""
+    if not task.cancelled() and task.exception() is not None:
+        log.info("subscribing for the port failed: %s", task.exception())

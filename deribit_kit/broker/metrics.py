@@ -1,0 +1,103 @@
+"""Prometheus text for the broker and its port: one writer (:class:`PromText`) and the two pages.
+
+:func:`broker_text` renders :meth:`Broker.metrics` (upstream, channels and books, consumers);
+:func:`port_text` renders :meth:`BrokerServer.metrics` (clients, requests, deliveries) — both in
+the text exposition format, version 0.0.4, served at ``/metrics`` on the port.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+__all__ = ["PromText", "broker_text", "port_text"]
+
+Sample = tuple[dict[str, str], float | int | bool | None]
+
+
+class PromText:
+    """Builds one exposition page: ``# HELP``/``# TYPE`` once per metric, then its samples."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.lines: list[str] = []
+
+    def metric(self, name: str, kind: str, helptext: str, samples: Iterable[Sample]) -> None:
+        full = f"{self.prefix}_{name}"
+        self.lines.append(f"# HELP {full} {helptext}")
+        self.lines.append(f"# TYPE {full} {kind}")
+        for labels, value in samples:
+            if value is None:
+                continue
+            lab = ",".join(f'{k}="{_esc(v)}"' for k, v in labels.items())
+            self.lines.append(f"{full}{{{lab}}} {float(value):g}" if lab else f"{full} {float(value):g}")
+
+    def one(self, name: str, kind: str, helptext: str, value: float | int | bool | None) -> None:
+        self.metric(name, kind, helptext, [({}, value)])
+
+    def text(self) -> str:
+        return "\n".join(self.lines) + "\n"
+
+
+def broker_text(m: dict[str, Any]) -> str:
+    """The broker's metrics (:meth:`~deribit_kit.broker.Broker.metrics`) as Prometheus text."""
+    p = PromText("deribit_kit_broker")
+    up = m["upstream"]
+    p.one("upstream_up", "gauge", "1 when the upstream connection is open", up["state"] == "open")
+    p.one("upstream_epoch", "gauge", "connections (or source epochs) of the upstream so far", up["epoch"])
+    p.one("upstream_uptime_seconds", "gauge", "seconds since the upstream (re)connected", up["uptime_s"])
+    p.one("upstream_reconnects_total", "counter", "upstream reconnects", up["reconnects"])
+    p.one("upstream_rate_limited_total", "counter", "10028 answers (each ends the session)", up["rate_limited"])
+    p.one("upstream_rtt_ms", "gauge", "last request round-trip time", up["rtt_ms"])
+    p.one("subscribe_calls_total", "counter", "subscribe calls sent upstream", up["subscribe_calls"])
+    p.one("book_resyncs_total", "counter", "book resyncs asked of the upstream", up["book_resyncs"])
+    p.one("unrouted_total", "counter", "notifications for channels nobody holds", up["unrouted"])
+    ch = m["channels"]
+    p.metric("channel_messages_total", "counter", "messages received per channel",
+             [({"channel": k}, v["messages"]) for k, v in ch.items()])
+    p.metric("channel_message_rate", "gauge", "messages per second per channel",
+             [({"channel": k}, v["rate"]) for k, v in ch.items()])
+    p.metric("channel_consumers", "gauge", "consumers per channel",
+             [({"channel": k}, v["consumers"]) for k, v in ch.items()])
+    p.metric("channel_latency_ms", "gauge", "exchange timestamp to broker, last message",
+             [({"channel": k}, v["latency_ms"]) for k, v in ch.items()])
+    books = {k: v for k, v in ch.items() if "gaps" in v}
+    p.metric("book_gaps_total", "counter", "change_id gaps per book",
+             [({"channel": k}, v["gaps"]) for k, v in books.items()])
+    p.metric("book_resyncs_applied_total", "counter", "snapshots after the first per book",
+             [({"channel": k}, v["resyncs"]) for k, v in books.items()])
+    p.metric("book_malformed_total", "counter", "changes with a malformed entry per book (each resyncs it)",
+             [({"channel": k}, v["malformed"]) for k, v in books.items()])
+    p.metric("book_live", "gauge", "1 when the book is live (synced and its chain intact)",
+             [({"channel": k}, v["book_state"] == "live") for k, v in books.items()])
+    cons = m["consumers"]
+    for key, helptext in (("delivered", "messages delivered"), ("dropped", "messages dropped or conflated")):
+        p.metric(f"consumer_{key}_total", "counter", helptext,
+                 [({"consumer": k, "policy": v["policy"]}, v[key]) for k, v in cons.items()])
+    p.metric("consumer_queue_depth", "gauge", "messages waiting per consumer",
+             [({"consumer": k}, v["depth"]) for k, v in cons.items()])
+    p.metric("consumer_latency_ms", "gauge", "exchange timestamp to consumer, last message",
+             [({"consumer": k}, v["latency_ms"]) for k, v in cons.items()])
+    return p.text()
+
+
+def port_text(m: dict[str, Any]) -> str:
+    """The port's metrics (:meth:`~deribit_kit.broker.port.BrokerServer.metrics`) as Prometheus text."""
+    p = PromText("deribit_kit_port")
+    p.one("clients", "gauge", "connected external clients", m["clients"])
+    p.one("channels", "gauge", "channels served", m["channels"])
+    p.one("upstream_up", "gauge", "1 when the upstream is open", m["upstream"] == "open")
+    for key in ("requests", "errors", "refused", "slow_disconnects", "deliveries"):
+        p.one(f"{key}_total", "counter", f"{key.replace('_', ' ')} so far", m[key])
+    clients = m["per_client"]
+    p.metric("client_buffered", "gauge", "bytes waiting in the client's send buffer",
+             [({"peer": c["peer"]}, c["buffered"]) for c in clients])
+    p.metric("client_drops_total", "counter", "messages not sent to a lagging client",
+             [({"peer": c["peer"]}, c["drops"]) for c in clients])
+    p.metric("client_lagging", "gauge", "1 while the client is conflated for being slow",
+             [({"peer": c["peer"]}, c["lagging"]) for c in clients])
+    return p.text()
+
+
+def _esc(v: str) -> str:
+    return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
