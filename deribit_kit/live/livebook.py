@@ -39,8 +39,9 @@ class LiveBook:
     def changed(self) -> None:
         """Tell readers the book changed (its state, or its levels)."""
         self.version += 1
-        if self.updated:
-            self.updated.emit(self)
+        u = self.updated
+        if u._handlers or u._waiters:  # what ``bool(u)`` says, without a call (the hot path)
+            u.emit(self)
         w = self._waiter
         if w is not None:
             self._waiter = None
