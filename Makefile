@@ -48,7 +48,7 @@ bench-ui: $(STAMP)
 
 # refresh the README's pictures (docs/screenshots/) from the browser tests
 screenshots: $(STAMP)
-	UPDATE_SCREENSHOTS=1 $(PY) -m pytest -q tests/test_ui_browser.py
+	UPDATE_SCREENSHOTS=1 $(PY) -m pytest -q tests/e2e/test_ui_browser.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

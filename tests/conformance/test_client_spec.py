@@ -238,7 +238,7 @@ async def dk(sim: Simulator, sent: Sent) -> AsyncIterator[Deribit]:
 def test_every_api_method_is_driven() -> None:
     public = {name for name, fn in inspect.getmembers(Deribit, inspect.isfunction) if not name.startswith("_")}
     missing = public - NOT_API - set(DRIVERS)
-    assert not missing, f"add a driver to DRIVERS in tests/test_client_spec.py for: {sorted(missing)}"
+    assert not missing, f"add a driver to DRIVERS in tests/conformance/test_client_spec.py for: {sorted(missing)}"
     assert not set(DRIVERS) - public
 
 

@@ -114,7 +114,7 @@ DEVIATIONS: tuple[Deviation, ...] = (
               and _field(e).endswith("underlying_index")),
     # The result schema only describes the `extended=true` form ({name, *_combo_creation_enabled});
     # without `extended` Deribit answers plain index names (its documented example, and what
-    # tests/test_sim_methods.py and clients read). The exchange returns objects for extended=true.
+    # tests/sim/test_sim_methods.py and clients read). The exchange returns objects for extended=true.
     Deviation("public/get_index_price_names", "without `extended` the names are plain strings",
               lambda e: e.validator == "type" and isinstance(e.instance, str) and _field(e) == "[]"),
 )
@@ -124,9 +124,9 @@ EXTRA_FIELDS: dict[tuple[str, str], str] = {
     # exchange sends a field the spec does not define
     ("public/get_order_book", "change_id"): "book sequence, same as the book channel; ccxt's nonce (4.4)",
     # TODO(lead): deribit-api.md 4.4/4.5 and ccxt's captured get_order_book have no
-    # estimated_delivery_price (it is a ticker field), but tests/test_sim_methods.py::test_get_order_book
+    # estimated_delivery_price (it is a ticker field), but tests/sim/test_sim_methods.py::test_get_order_book
     # requires it; kept until that is settled.
-    ("public/get_order_book", "estimated_delivery_price"): "expected by tests/test_sim_methods.py",
+    ("public/get_order_book", "estimated_delivery_price"): "expected by tests/sim/test_sim_methods.py",
     ("private/*", "*commission"): "legacy order field ccxt reads as the fee (deribit-api.md 6.2)",
     ("private/*", "*profit_loss"): "legacy order field (deribit-api.md 6.2)",
     ("private/*", "*max_show"): "legacy order field (deribit-api.md 6.2)",

@@ -30,7 +30,7 @@ from nbclient import NotebookClient
 from deribit_kit import notebook
 from deribit_kit.errors import DeribitKitError, error_for_code
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"
 NAMES = [
     "01_quickstart.ipynb",

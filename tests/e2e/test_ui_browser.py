@@ -25,7 +25,7 @@ from deribit_kit import sync  # noqa: E402
 from deribit_kit.ui.demo import DemoProcess  # noqa: E402
 
 expect = playwright.expect
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "tests" / "artifacts"
 SCREENSHOTS = ROOT / "docs" / "screenshots"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
