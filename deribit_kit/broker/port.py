@@ -3,8 +3,13 @@
     async with BrokerServer(broker, port=0) as srv:
         print(srv.ws_url)            # ws://127.0.0.1:<port>/ws/api/v2
 
+* Where a message arrives: :meth:`BrokerServer.ws_message` (parsed by :mod:`deribit_kit.wire.jsonrpc`);
+  it is answered in the order it came, and a subscribe takes its channels at once (an unsubscribe
+  right after it sees them) and is answered once the upstream has: always exactly one answer,
+  with the channels the client got, each once, or an error.
 * Each channel an external client asks for is one :class:`_Topic`: one broker consumer (callback,
-  so delivery is a direct call) whatever the number of external subscribers.
+  so delivery is a direct call) and, for books, one hold on the broker's live book
+  (:meth:`Broker.hold_book`), whatever the number of external subscribers.
 * Notifications are encoded and framed once (``text_frame(encode_notification(...))``) and the same
   bytes are queued to every subscriber; each client's queue is written in one ``write`` at the end
   of the event-loop turn. Interval channels (``100ms``, ``agg2``: Deribit batches them itself) may
@@ -42,7 +47,7 @@ from .consumer import Item
 
 __all__ = ["BrokerServer"]
 
-log = logging.getLogger("deribit_kit.broker.server")
+log = logging.getLogger("deribit_kit.broker.port")
 
 WS_PATH = "/ws/api/v2"
 API_VERSION = "1.2.26"

@@ -3,9 +3,11 @@ timeouts, notifications routed by channel, heartbeats answered, silence detected
 exponential backoff and jitter, and client-side pacing by Deribit's credit model.
 
 Where a frame arrives: :meth:`WsTransport._read`; parsed: ``orjson`` into a dict once; replies
-resolve the future of their id; notifications go to ``on_notification(channel, data)``.
-A request in flight when the link drops fails with :class:`~deribit_kit.errors.ConnectionClosed`
-(retryable); nothing waits past its timeout.
+resolve the future of their id; notifications go to ``on_notification(channel, data, raw)`` (the
+client's one sink, which is the broker's). A 10028 answer holds every request until the credit
+model has room (Deribit ends the session on it); the reconnect waits for that too. A request in
+flight when the link drops fails with :class:`~deribit_kit.errors.ConnectionClosed` (retryable);
+nothing waits past its timeout.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Trading components: the order ticket, open orders (cancel / modify), the kill switch, positions
-and the account summary, all live from the private channels (:class:`~deribit_kit.portfolio.Portfolio`).
+and the account summary, all live from the private channels (:class:`~deribit_kit.live.portfolio.Portfolio`).
 
     TradingDashboard(instrument="BTC-PERPETUAL")
 
