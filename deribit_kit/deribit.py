@@ -35,6 +35,7 @@ from .models import FrameList, Instrument, OrderBookSnapshot
 from .transport.http import HttpTransport
 from .transport.ws import WsTransport
 from .upstream.live import LiveUpstream
+from .upstream.protocol import Upstream
 
 if TYPE_CHECKING:
     from .sim import Simulator
@@ -52,8 +53,8 @@ class Deribit(Methods):
         self.sim: Simulator | None = None
         self.ws_url = ""
         self.http_url = ""
-        self.client: Client | None = None
-        self.upstream: LiveUpstream | None = None
+        self.client: Client | None = None  # None when the upstream is a recording or a topic
+        self.upstream: Upstream | None = None
         self._broker: Broker | None = None
         self._portfolio: Portfolio | None = None
         self.connected = Event("connected")
@@ -160,6 +161,15 @@ class Deribit(Methods):
         auth = "authenticated" if self.is_authenticated else "public"
         return f"<Deribit {self.settings.target} {self.transport_kind} {state} {auth}>"
 
+    @classmethod
+    async def over(cls, upstream: Upstream, settings: Settings | None = None) -> Deribit:
+        """A facade over an upstream that is not a live connection (a recording, a Kafka topic):
+        the same streams, live books and public lookups; no account (private methods are refused)."""
+        self = cls(settings or Settings(target="sim"))
+        self.upstream = upstream
+        self.ws_url = self.http_url = ""
+        return self
+
     @property
     def is_authenticated(self) -> bool:
         return self.client is not None and self.client.is_authenticated
@@ -178,8 +188,13 @@ class Deribit(Methods):
     # ------------------------------------------------------------ requests
     async def call(self, method: str, params: dict[str, Any] | None = None, *, timeout: float | None = None,
                    **kwargs: Any) -> Any:
-        """Call any API method by name and return its raw ``result``."""
-        return await self._client.call(method, params, timeout=timeout, **kwargs)
+        """Call any API method by name and return its raw ``result`` (through the upstream: the
+        exchange for a live connection; a recording or a topic answers what it can, and refuses
+        private methods with a clear error)."""
+        merged = {**(params or {}), **kwargs}
+        if self.client is not None:
+            return await self.client.call(method, merged, timeout=timeout)
+        return await self._upstream.call(method, merged, timeout=timeout)
 
     async def instruments(self, currency: str = "any", kind: str | None = None, *,
                           expired: bool = False) -> FrameList[Instrument]:
@@ -188,11 +203,21 @@ class Deribit(Methods):
         Each call refreshes the instrument cache, so new expiries are discovered as the exchange
         lists them.
         """
-        return await self._client.instruments(currency, kind, expired=expired)
+        if self.client is not None:
+            return await self.client.instruments(currency, kind, expired=expired)
+        return FrameList(await self._upstream.instruments(currency, kind), item_type=Instrument)
 
     async def instrument(self, name: str, *, refresh: bool = False) -> Instrument:
         """One instrument (cached; ``refresh=True`` asks the exchange again)."""
-        return await self._client.instrument(name, refresh=refresh)
+        if self.client is not None:
+            return await self.client.instrument(name, refresh=refresh)
+        return await self._upstream.instrument(name)
+
+    @property
+    def _upstream(self) -> Upstream:
+        if self.upstream is None:
+            raise DeribitKitError("not connected: use `await Deribit.connect()`")
+        return self.upstream
 
     async def authenticate(self) -> Any:
         """``public/auth`` with the configured key (client_credentials or client_signature)."""
@@ -222,11 +247,9 @@ class Deribit(Methods):
     def broker(self) -> Broker:
         """The facade's subscription broker (created on first use): the only fan-out."""
         if self._broker is None:
-            if self.upstream is None:
-                raise DeribitKitError("not connected: use `await Deribit.connect()`")
-            if isinstance(self._client.transport, HttpTransport):
+            if self.client is not None and isinstance(self.client.transport, HttpTransport):
                 raise ValidationError("streams need the WebSocket transport (HTTP cannot stream)")
-            self._broker = Broker(self.upstream)
+            self._broker = Broker(self._upstream)
             self._broker.notification += self.notification.emit
         return self._broker
 

@@ -62,6 +62,7 @@ DERIBIT_METHODS = [
     "open_orders",
     "order_book",
     "order_state",
+    "over",
     "portfolio",
     "positions",
     "sell",

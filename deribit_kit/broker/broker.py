@@ -102,6 +102,7 @@ class Broker:
         self.book_interval = book_interval
         self.chain_refresh = chain_refresh
         self.notification = Event("notification")  # every notification: (channel, data)
+        self.resyncing = Event("resyncing")  # a book's chain broke; a fresh snapshot was asked for: (channel)
         self._channels: dict[str, _Channel] = {}
         self._books: dict[str, LiveBook] = {}
         self._chains: set[OptionChain] = set()
@@ -138,8 +139,8 @@ class Broker:
         if st is None:
             self.unrouted += 1
             return
-        n = st.messages = st.messages + 1
-        if not n & 7 or n == 1:  # latency is sampled: every 8th message (a clock read saved on the others)
+        count = st.messages = st.messages + 1
+        if not count & 7 or count == 1:  # latency is sampled: every 8th message (a clock read saved on the others)
             ts = data.get("timestamp") if type(data) is dict else None
             if ts is not None:
                 st.latency_ms = time.time() * 1000.0 - ts
@@ -266,6 +267,7 @@ class Broker:
         st.resyncs_requested += 1
         self.book_resyncs += 1
         log.warning("book %s: chain broken, resyncing", st.name)
+        self.resyncing.emit(st.name)
         self._mark(st)
 
     async def _sync(self) -> None:
