@@ -126,6 +126,9 @@ class Broker:
         upstream.set_sink(self._on_notification)
         upstream.disconnected.connect(self._on_disconnected)
         upstream.connected.connect(self._on_connected)
+        interrupted = getattr(upstream, "interrupted", None)  # optional member of the protocol
+        if isinstance(interrupted, Event):
+            interrupted.connect(self._on_interrupted)
 
     @property
     def client(self) -> Any:
@@ -379,6 +382,20 @@ class Broker:
                 st.live.book.mark_resyncing()
                 st.live.changed()
 
+    def _on_interrupted(self, channels: list[str], gap: bool = True) -> None:
+        """The source lost messages of these channels: their books resync (a gap when ``gap``)."""
+        for name in channels:
+            st = self._channels.get(name)
+            if st is None or st.live is None:
+                continue
+            book = st.live.book
+            if gap:
+                book.mark_gap()
+            else:
+                book.mark_resyncing()
+            st.live.changed()
+            self._resync(st)
+
     def _on_connected(self, *_: Any) -> None:
         self.reconnects += 1
         self.connected_since = time.monotonic()
@@ -628,6 +645,9 @@ class Broker:
             task.cancel()
         self.upstream.disconnected.disconnect(self._on_disconnected)
         self.upstream.connected.disconnect(self._on_connected)
+        interrupted = getattr(self.upstream, "interrupted", None)
+        if isinstance(interrupted, Event):
+            interrupted.disconnect(self._on_interrupted)
         self.upstream.set_sink(None)
 
     def __repr__(self) -> str:

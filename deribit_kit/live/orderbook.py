@@ -191,6 +191,14 @@ class OrderBook:
         """Flag the book as untrusted until the next snapshot (e.g. the owner is resubscribing)."""
         self.state = RESYNCING
 
+    def mark_gap(self) -> None:
+        """Messages of this book were lost upstream (a source said so): count a gap, apply no
+        change until the next snapshot, as after a ``change_id`` gap."""
+        if self._synced:
+            self.gaps += 1
+        self._synced = False
+        self.state = RESYNCING
+
     def check_stale(self, now_ms: int, max_age_ms: int) -> bool:
         """Mark a live book stale when its last update is older than ``max_age_ms``; return whether stale."""
         if (

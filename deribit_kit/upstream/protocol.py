@@ -17,6 +17,9 @@ shape a recording or a Kafka topic. The broker needs nothing else from it:
   them) and index prices (option chains pick strikes around the index).
 * **events**: ``connected(epoch)`` after each (re)connect with the session restored — a new
   ``epoch`` means every book must be rebuilt from a snapshot — and ``disconnected(reason)``.
+  A source that knows some channels lost messages (a recording's gap marker, a topic's ``gap``
+  or ``resync`` message) may also have ``interrupted(channels, gap)``: those books go resyncing
+  (``gap=True`` counts a gap) and the broker asks :meth:`Upstream.resync` for them.
 * :meth:`Upstream.call` forwards any other request (the broker port forwards private and
   uncached public methods); a source without an exchange answers with a clear error.
 """
