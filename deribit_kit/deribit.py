@@ -172,6 +172,7 @@ class Deribit(Methods):
 
     @property
     def is_authenticated(self) -> bool:
+        """Whether the session holds an access token (private methods and channels work)."""
         return self.client is not None and self.client.is_authenticated
 
     @property

@@ -55,6 +55,7 @@ class Methods:
         return str((await self.call("public/test"))["version"])
 
     async def currencies(self) -> FrameList[Currency]:
+        """Every currency the exchange lists (``public/get_currencies``), with withdrawal fees and limits."""
         return convert_list(await self.call("public/get_currencies"), Currency)
 
     async def instruments(self, currency: str = "any", kind: str | None = None, *,
@@ -89,9 +90,11 @@ class Methods:
         return convert(await self.call("public/get_order_book", params), OrderBookSnapshot)
 
     async def ticker(self, instrument: str) -> Ticker:
+        """The ticker of one instrument (``public/ticker``): best prices, mark, index, stats; greeks for options."""
         return convert(await self.call("public/ticker", instrument_name=instrument), Ticker)
 
     async def index_price(self, index_name: str) -> IndexPrice:
+        """An index value (``public/get_index_price``), e.g. ``"btc_usd"``."""
         return convert(await self.call("public/get_index_price", index_name=index_name), IndexPrice)
 
     async def trades(self, instrument: str, count: int = 100, *, sorting: str = "desc") -> FrameList[PublicTrade]:
@@ -101,6 +104,7 @@ class Methods:
         return convert_list(page["trades"], PublicTrade)
 
     async def book_summary(self, currency: str, kind: str | None = None) -> FrameList[BookSummary]:
+        """One summary row per instrument of ``currency`` (``public/get_book_summary_by_currency``)."""
         params: dict[str, Any] = {"currency": currency}
         if kind is not None:
             params["kind"] = kind
@@ -147,6 +151,7 @@ class Methods:
         return convert(await self.call("private/edit", params), OrderResult)
 
     async def cancel(self, order_id: str) -> Order:
+        """Cancel one open order (``private/cancel``); the order as it ended."""
         return convert(await self.call("private/cancel", order_id=order_id), Order)
 
     async def cancel_all(self, *, instrument: str | None = None, currency: str | None = None, kind: str | None = None,
@@ -164,6 +169,7 @@ class Methods:
 
     async def open_orders(self, instrument: str | None = None, currency: str | None = None,
                           kind: str | None = None) -> FrameList[Order]:
+        """Open orders of an instrument, a currency (and kind), or the whole account."""
         if instrument is not None:
             raw = await self.call("private/get_open_orders_by_instrument", instrument_name=instrument)
         elif currency is not None:
@@ -173,21 +179,26 @@ class Methods:
         return convert_list(raw, Order)
 
     async def order_state(self, order_id: str) -> Order:
+        """One order of the account, open or closed (``private/get_order_state``)."""
         return convert(await self.call("private/get_order_state", order_id=order_id), Order)
 
     async def positions(self, currency: str = "any", kind: str | None = None) -> FrameList[Position]:
+        """The account's positions (``private/get_positions``), of every currency by default."""
         return convert_list(await self.call("private/get_positions", _opt(currency=currency, kind=kind)), Position)
 
     async def account_summary(self, currency: str) -> AccountSummary:
+        """Balance, equity, margins and greeks of one currency (``private/get_account_summary``)."""
         return convert(await self.call("private/get_account_summary", currency=currency), AccountSummary)
 
     async def user_trades(self, instrument: str, count: int = 100, *, sorting: str = "desc") -> FrameList[UserTrade]:
+        """The account's most recent fills in one instrument (``private/get_user_trades_by_instrument``)."""
         page = await self.call("private/get_user_trades_by_instrument", instrument_name=instrument, count=count,
                                sorting=sorting)
         return convert_list(page["trades"], UserTrade)
 
     async def close_position(self, instrument: str, type: str = "market", price: float | None = None, *,
                              strict: bool = True) -> OrderResult:
+        """Close a position with one order (``private/close_position``): market by default, or limit at ``price``."""
         params: dict[str, Any] = {"instrument_name": instrument, "type": type}
         if price is not None:
             params["price"] = check_price(await self.instrument(instrument), price, strict=strict)
