@@ -58,7 +58,8 @@ class Settings:
 
     @property
     def testnet(self) -> bool:
-        return self.target != "prod"
+        """False for Deribit production (``prod`` or its URL), True for everything else."""
+        return self.target != "prod" and not self.target.startswith(URLS["prod"][0].split("/ws/")[0])
 
     def urls(self) -> tuple[str, str]:
         """(WebSocket URL, HTTP base URL) of the target; not for ``sim``, which picks a port."""

@@ -120,7 +120,5 @@ def test_is_sim_and_testnet(clean_env: pytest.MonkeyPatch, target: str, is_sim: 
     assert (s.is_sim, s.testnet) == (is_sim, testnet)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="bug: Settings.testnet is True for a ws URL of Deribit production (only 'prod' counts)")
 def test_testnet_false_for_the_production_url(clean_env: pytest.MonkeyPatch) -> None:
     assert not Settings(target=URLS["prod"][0]).testnet
