@@ -15,6 +15,8 @@ of the protocol agree on codes and messages by construction.
     │   └── RequestTimeout
     ├── ProtocolError                  the peer sent something that is not Deribit's dialect
     ├── ConsumerClosed                 a broker consumer was closed (by its owner, or on overflow)
+    ├── RecordingError                 a recording cannot be read (unknown schema version, not a recording)
+    ├── RecorderError                  a recorder stopped (the disk is full, the folder is taken)
     ├── ValidationError                refused before sending (units, tick size, amounts)
     └── DeribitError                   the exchange answered with an error
         ├── InvalidRequestError        JSON-RPC level: parse, method, params, size
@@ -76,6 +78,14 @@ class ProtocolError(DeribitKitError):
 
 class ConsumerClosed(DeribitKitError):
     """A broker consumer was closed (by its owner, or by the broker with a reason such as an overflow)."""
+
+
+class RecordingError(DeribitKitError):
+    """A recording on disk cannot be read: not a recording, or a schema version this kit does not know."""
+
+
+class RecorderError(DeribitKitError):
+    """A recorder stopped: its disk filled up or failed (what it wrote before stays readable)."""
 
 
 class ValidationError(DeribitKitError, ValueError):
