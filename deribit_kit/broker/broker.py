@@ -450,8 +450,11 @@ class Broker:
         if info.family != "book":
             raise ValidationError(f"{channel} is not an incremental book channel")
         st = self._acquire(channel)
+        fresh = st.live is None
         live = self._ensure_book(st)
         live.holders += 1
+        if fresh and st.on_wire:  # its snapshot went by before the book existed: ask for a fresh one
+            self._resync(st)
         return live
 
     async def book(self, instrument: str, timeout: float | None = 10.0, *, interval: str | None = None) -> LiveBook:
@@ -483,7 +486,11 @@ class Broker:
         """
         if not self.stale_after:
             return []
-        now = int(time.time() * 1000) if now_ms is None else now_ms
+        if now_ms is None:
+            clock = getattr(self.upstream, "clock_ms", None)  # a recording's clock (optional member of the seam)
+            now = int(clock()) if callable(clock) else int(time.time() * 1000)
+        else:
+            now = now_ms
         gone_stale = []
         for live in list(self._books.values()):
             was = live.book.state
