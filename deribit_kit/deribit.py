@@ -73,9 +73,15 @@ class Deribit(Methods):
 
         With ``sim`` an embedded exchange starts on a free loopback port and stops with the
         client; its demo key is used when no key is given. Extra keyword options override
-        :class:`~deribit_kit.config.Settings` fields.
+        :class:`~deribit_kit.config.Settings` fields. ``replay:DIR`` (``replay:DIR?speed=10``)
+        is :meth:`replay` of the recording in ``DIR``.
         """
         s = settings or Settings()
+        where = target if target is not None else s.target
+        if where.startswith("replay:"):
+            path, _, query = where[len("replay:"):].partition("?")
+            opts = dict(part.split("=", 1) for part in query.split("&") if "=" in part)
+            return await cls.replay(path, **opts)
         changes: dict[str, Any] = dict(options)
         if target is not None:
             changes["target"] = target
@@ -168,6 +174,25 @@ class Deribit(Methods):
         self = cls(settings or Settings(target="sim"))
         self.upstream = upstream
         self.ws_url = self.http_url = ""
+        return self
+
+    @classmethod
+    async def replay(cls, path: str, **options: Any) -> Deribit:
+        """A facade over a recording (:class:`~deribit_kit.upstream.replay.Replay`; ``options``:
+        ``speed="max"`` | 1.0 | 10.0, ``start=``, ``end=``, ``instruments=``, ``autoplay=``): the
+        same streams, live books and public lookups as live; private methods are refused (a replay
+        has no account). Playback starts with the first subscribe (``autoplay=False``:
+        ``await dk.upstream.play()``); ``await dk.upstream.wait_done()`` waits for its end."""
+        from .upstream.replay import Replay
+
+        replay = Replay(path, **options)
+        self = await cls.over(replay, Settings(target=f"replay:{path}"))
+
+        def book(name: str) -> dict[str, Any] | None:
+            live = self._broker.books.get(name) if self._broker is not None else None
+            return live.snapshot() if live is not None else None
+
+        replay.book_source = book
         return self
 
     @property
