@@ -2,9 +2,10 @@
 
     deribit-kit sim [--host 127.0.0.1] [--port 0] [--seed 0]     the embedded exchange
     deribit-kit watch [INSTRUMENT] [--target sim|test|prod|URL]  a live terminal view of a book
-    deribit-kit broker [--upstream sim|test|prod|URL] [--port N] [--certfile F --keyfile F]   the broker's port
+    deribit-kit broker [--upstream sim|test|prod|URL|replay:DIR] [--port N] [--certfile F --keyfile F]  the port
+    deribit-kit record [--upstream sim|test|prod|URL] --channels CH... | --books CURRENCY [--kind K] --out DIR
     deribit-kit fault URL drop|skip INSTR|stop-heartbeats|latency MS|halt INSTR|resume INSTR|storm N
-    deribit-kit demo [--port 5006]                                 exchange + broker port + live dashboards
+    deribit-kit demo [--port 5006] [--replay DIR]                  exchange + broker port + live dashboards
 """
 
 from __future__ import annotations
@@ -138,7 +139,15 @@ async def run_broker(args: argparse.Namespace) -> None:
     if args.certfile:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(args.certfile, args.keyfile)
-    dk = await Deribit.connect(args.upstream)
+    if args.upstream and args.upstream.startswith("replay:"):
+        opts: dict[str, Any] = {"speed": args.speed}
+        if args.start:
+            opts["start"] = args.start
+        if args.end:
+            opts["end"] = args.end
+        dk = await Deribit.replay(args.upstream[len("replay:"):], **opts)
+    else:
+        dk = await Deribit.connect(args.upstream)
     broker = dk.broker
     token = args.token or os.environ.get("DERIBIT_KIT_BROKER_TOKEN")
     server = BrokerServer(broker, args.host, args.port, ctx, token=token, max_connections=args.max_connections,
@@ -147,12 +156,74 @@ async def run_broker(args: argparse.Namespace) -> None:
         await server.start()
         if dk.sim is not None:
             print(f"embedded exchange: {dk.ws_url}")
+        if dk.client is None and dk.upstream is not None:
+            print(f"{dk.upstream.name} (speed {args.speed}; it starts with the first subscribe)")
         print(f"broker: {server.ws_url}  (health {server.http_url}/healthz, metrics {server.http_url}/metrics)")
         print(f"event loop: {type(asyncio.get_running_loop()).__module__.split('.')[0]}", flush=True)
         await _until_stopped()
     finally:
         await server.stop()
         await dk.close()
+
+
+# ---------------------------------------------------------------- record
+async def run_record(args: argparse.Namespace) -> None:
+    """Record channels (and whole currencies' books) from an upstream into a folder."""
+    from .sinks import Recorder
+
+    if not args.channels and not args.books:
+        raise SystemExit("deribit-kit record: give --channels CH... and/or --books CURRENCY")
+    dk = await Deribit.connect(args.upstream)
+    rec = Recorder(dk.broker, args.out, channels=args.channels or (), books=args.books or None, kind=args.kind,
+                   book_interval=args.interval, segment_seconds=args.segment_seconds,
+                   segment_bytes=int(args.segment_mb * (1 << 20)), snapshot_interval=args.snapshot_interval,
+                   level=args.level)
+    stop = asyncio.get_running_loop().create_task(_until_stopped())
+    try:
+        await rec.start()
+        print(f"recording {len(rec.channels)} channel(s) from {dk.upstream.name if dk.upstream else args.upstream} "
+              f"into {args.out}" + (f" for {args.seconds:g} s" if args.seconds else " (Ctrl-C stops)"), flush=True)
+        for ch in rec.channels[:20]:
+            print(f"  {ch}")
+        if len(rec.channels) > 20:
+            print(f"  ... and {len(rec.channels) - 20} more")
+        waits = {stop, asyncio.ensure_future(rec.wait_stopped())}
+        await asyncio.wait(waits, timeout=args.seconds or None, return_when=asyncio.FIRST_COMPLETED)
+        for w in waits:
+            w.cancel()
+        manifest = await rec.stop("seconds" if args.seconds and not stop.done() else "stopped")
+    finally:
+        stop.cancel()
+        await dk.close()
+    print(summary(manifest), flush=True)
+
+
+def summary(manifest: dict[str, Any]) -> str:
+    """What a recording holds, in a few lines (the record command's last words)."""
+    start, end = manifest.get("start_ns"), manifest.get("end_ns")
+    secs = (end - start) / 1e9 if isinstance(start, int) and isinstance(end, int) else 0.0
+    segs = manifest.get("segments") or []
+    raw = sum(s.get("bytes", 0) for s in segs)
+    comp = sum(s.get("compressed_bytes", 0) for s in segs)
+    frames = manifest.get("frames", 0)
+    lines = [f"recorded {frames} frames of {len(manifest.get('channels') or [])} channel(s) in {secs:.1f} s: "
+             f"{len(segs)} segment(s), {comp:,} bytes on disk ({raw:,} uncompressed, "
+             f"{raw / comp if comp else 0:.1f}x; {comp / frames if frames else 0:.0f} bytes/frame); "
+             f"{manifest.get('checkpoints', 0)} checkpoints; ended: {manifest.get('ended')}"]
+    events = manifest.get("events") or {}
+    shown = {k: v for k, v in events.items() if k not in ("segment",)}
+    if shown:
+        lines.append("  events: " + ", ".join(f"{k} {v}" for k, v in sorted(shown.items())))
+    gaps = manifest.get("gaps") or []
+    dropped = sum((manifest.get("dropped") or {}).values())
+    lines.append(f"  gaps: {len(gaps)} ({dropped} frames dropped while the recorder was behind)" if gaps
+                 else "  gaps: none (nothing dropped)")
+    counts = sorted((manifest.get("counts") or {}).items(), key=lambda kv: -kv[1])
+    for ch, n in counts[:10]:
+        lines.append(f"  {n:>8}  {ch}")
+    if len(counts) > 10:
+        lines.append(f"  ... {len(counts) - 10} more channel(s)")
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------- fault
@@ -213,7 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.set_defaults(func=run_watch)
 
     b = sub.add_parser("broker", help="serve a shared broker on its own Deribit-compatible port")
-    b.add_argument("--upstream", default=None, help="sim (default: starts an embedded exchange), test, prod or a URL")
+    b.add_argument("--upstream", default=None,
+                   help="sim (default: starts an embedded exchange), test, prod, a URL or replay:DIR (a recording)")
     b.add_argument("--host", default="127.0.0.1")
     b.add_argument("--port", type=int, default=0, help="0 picks a free port")
     b.add_argument("--certfile", default=None, help="TLS certificate (serves wss://)")
@@ -222,7 +294,25 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--max-connections", type=int, default=1000)
     b.add_argument("--flush-ms", type=float, default=2.0,
                    help="interval channels (100ms, agg2) may wait this long to share a write (0: never wait)")
+    b.add_argument("--speed", default="1.0", help="replay:DIR only: max, or a factor of the recorded pace (1.0)")
+    b.add_argument("--start", default=None, help="replay:DIR only: start at this time (e.g. '2026-01-05 12:00')")
+    b.add_argument("--end", default=None, help="replay:DIR only: stop at this time")
     b.set_defaults(func=run_broker)
+
+    r = sub.add_parser("record", help="record channels (or whole currencies' books) into a folder")
+    r.add_argument("--upstream", default=None, help="sim (default), test, prod, a ws:// URL (a broker port too)")
+    r.add_argument("--channels", nargs="+", default=[], metavar="CH", help="channels to record")
+    r.add_argument("--books", nargs="+", default=[], metavar="CURRENCY",
+                   help="the book of every instrument of these currencies (follows the calendar)")
+    r.add_argument("--kind", default="future", choices=["future", "option", "spot", "any"], help="with --books")
+    r.add_argument("--interval", default="100ms", help="book interval with --books (100ms, agg2, raw)")
+    r.add_argument("--out", required=True, help="a new folder for the recording")
+    r.add_argument("--seconds", type=float, default=0.0, help="stop after this long (0: until Ctrl-C)")
+    r.add_argument("--segment-seconds", type=float, default=300.0, help="rotate segments after this long")
+    r.add_argument("--segment-mb", type=float, default=64.0, help="... or this many MB (uncompressed)")
+    r.add_argument("--snapshot-interval", type=float, default=60.0, help="checkpoint every book this often (s)")
+    r.add_argument("--level", type=int, default=3, help="zstd level")
+    r.set_defaults(func=run_record)
 
     f = sub.add_parser("fault", help="inject a fault into a running embedded exchange")
     f.add_argument("url", help="the exchange's ws:// URL")

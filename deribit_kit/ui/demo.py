@@ -7,6 +7,10 @@ key in ``DERIBIT_CLIENT_ID``/``DERIBIT_CLIENT_SECRET``). Ctrl-C (or SIGTERM) sto
 broker port, the client and the exchange, in that order. The child also dies with this process
 (Linux parent-death signal), so nothing is left behind if it is killed.
 
+``deribit-kit demo --replay DIR`` runs the same on a recording instead of the exchange: the broker
+port serves a replay of it, and the child's ``DERIBIT_TARGET`` is ``replay:DIR`` (each dashboard
+process replays it too, from the first dashboard that subscribes; ``--speed`` paces both).
+
 Nothing here imports Panel: the child does.
 """
 
@@ -102,7 +106,8 @@ async def run_demo(args: argparse.Namespace) -> None:
     host = args.host
     port = args.port or free_port(host)
 
-    sim = await Simulator(host, args.sim_port, seed=args.seed).start()
+    replay_dir = str(Path(args.replay).resolve()) if args.replay else None
+    sim = None if replay_dir else await Simulator(host, args.sim_port, seed=args.seed).start()
     upstream: Deribit | None = None
     server: BrokerServer | None = None
     proc: subprocess.Popen[bytes] | None = None
@@ -113,11 +118,17 @@ async def run_demo(args: argparse.Namespace) -> None:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     try:
-        acct = sim.demo_account
-        upstream = await Deribit.connect(sim.ws_url, client_id=acct.client_id, client_secret=acct.client_secret)
+        if sim is not None:
+            acct = sim.demo_account
+            upstream = await Deribit.connect(sim.ws_url, client_id=acct.client_id, client_secret=acct.client_secret)
+            env = {**os.environ, "DERIBIT_TARGET": sim.ws_url, "DERIBIT_CLIENT_ID": acct.client_id,
+                   "DERIBIT_CLIENT_SECRET": acct.client_secret}
+        else:
+            assert replay_dir is not None
+            upstream = await Deribit.replay(replay_dir, speed=args.speed)
+            env = {k: v for k, v in os.environ.items() if k not in ("DERIBIT_CLIENT_ID", "DERIBIT_CLIENT_SECRET")}
+            env["DERIBIT_TARGET"] = f"replay:{replay_dir}?speed={args.speed}"
         server = await BrokerServer(upstream.broker, host, args.broker_port).start()
-        env = {**os.environ, "DERIBIT_TARGET": sim.ws_url, "DERIBIT_CLIENT_ID": acct.client_id,
-               "DERIBIT_CLIENT_SECRET": acct.client_secret}
         root = str(folder.resolve().parent)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
         env.pop("BOKEH_RESOURCES", None)  # "cdn" would make the pages reach out to the internet
@@ -139,14 +150,18 @@ async def run_demo(args: argparse.Namespace) -> None:
         except (RuntimeError, TimeoutError) as exc:
             tail = Path(log_file.name).read_text(errors="replace")[-4000:] if log_file is not None else ""
             raise SystemExit(f"deribit-kit demo: {exc}\n{tail}") from None
-        print("deribit-kit demo: the embedded exchange, the broker port and the dashboards are up.")
+        source = "the embedded exchange" if sim is not None else "the replay"
+        print(f"deribit-kit demo: {source}, the broker port and the dashboards are up.")
         print(f"  Market:    {base}/market")
         print(f"  Options:   {base}/options")
         print(f"  Trading:   {base}/trading")
         print(f"  Index:     {base}/")
         print(f"  Broker:    {server.ws_url}   (Deribit-compatible WebSocket, public channels; "
               f"metrics at {server.http_url}/metrics)")
-        print(f"  Exchange:  {sim.ws_url}   (API key {acct.client_id} / {acct.client_secret})")
+        if sim is not None:
+            print(f"  Exchange:  {sim.ws_url}   (API key {acct.client_id} / {acct.client_secret})")
+        else:
+            print(f"  Replay:    {replay_dir}   (speed {args.speed}; a replay has no account: trading is off)")
         if log_file is not None:
             print(f"  Log:       {log_file.name}")
         print("Ctrl-C stops everything.", flush=True)
@@ -165,7 +180,8 @@ async def run_demo(args: argparse.Namespace) -> None:
             await server.stop()
         if upstream is not None:
             await upstream.close()
-        await sim.stop()
+        if sim is not None:
+            await sim.stop()
         if log_file is not None:
             log_file.close()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -183,6 +199,8 @@ def add_parser(sub: Any) -> None:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--dashboards", default=None, help="folder of the dashboard scripts (default: the checkout's)")
     d.add_argument("--verbose", action="store_true", help="show panel serve's own log")
+    d.add_argument("--replay", default=None, metavar="DIR", help="run on a recording (deribit-kit record) instead")
+    d.add_argument("--speed", default="1.0", help="with --replay: max, or a factor of the recorded pace (1.0)")
     d.set_defaults(func=run_demo)
 
 
