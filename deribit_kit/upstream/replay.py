@@ -405,9 +405,15 @@ class Replay:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def play(self) -> Replay:
-        """Start playing (with ``autoplay=False``; else the first subscribe starts it)."""
+        """Start playing (with ``autoplay=False``; else the first subscribe starts it). The broker
+        this replay feeds first sends the subscribes it was asked for, so every consumer and book
+        created before ``play()`` gets the recording from its start."""
         if self._state == "closed":
             raise DeribitKitError("the replay is closed")
+        owner = getattr(self._sink, "__self__", None)  # the sink is the broker's bound method
+        synced = getattr(owner, "synced", None)
+        if callable(synced):
+            await synced(10.0)
         if self._task is None:
             self._start()
         return self
