@@ -597,7 +597,7 @@ class Recorder:
         for name in missing:
             try:
                 inst = await asyncio.wait_for(self.broker.upstream.instrument(name), 5.0)
-            except (DeribitKitError, TimeoutError) as exc:
+            except Exception as exc:  # any source: a lookup that fails costs the manifest one entry, no more
                 log.debug("recorder %s: no instrument data for %s (%s)", self.name, name, exc)
                 continue
             self.instruments[name] = msgspec.to_builtins(inst)
