@@ -6,6 +6,8 @@ layout). Every import counts — module level, inside functions (lazy) and under
     sim/       imports neither the client, upstream/, broker/, live/, ui/ nor the facade
     live/      imports neither broker/, upstream/, ui/, sim/ nor the facade (the broker feeds it)
     ui/        is imported by nothing but ui/ and the command line
+    sinks/     imports neither ui/, sim/, the facade nor the command line (a broker consumer)
+    recording/ imports only wire, errors, models and events (the format is pure)
 and there is no import cycle between client/, upstream/, broker/ and live/.
 """
 
@@ -71,13 +73,24 @@ FORBIDDEN = {
     "live": {"broker", "upstream", "ui", "sim", "deribit", "sinks", "cli", "sync", "notebook"},
     "upstream": {"broker", "live", "ui", "sim", "deribit", "cli", "sync", "notebook"},
     "broker": {"ui", "sim", "deribit", "cli", "sync", "notebook"},
+    "sinks": {"ui", "sim", "deribit", "cli", "sync", "notebook"},
+    "recording": {"client", "upstream", "broker", "live", "ui", "sim", "deribit", "transport", "cli", "sinks",
+                  "sync", "notebook", "config", "deribit_kit"},
 }
+RECORDING_MAY_IMPORT = {"recording", "wire", "errors", "models", "events"}
 
 
 @pytest.mark.parametrize("layer", sorted(FORBIDDEN))
 def test_layer_imports_point_one_way(layer: str) -> None:
     bad = sorted(f"{mod} imports {dep}" for mod, deps in GRAPH.items() if _layer(mod) == layer
                  for dep in deps if _layer(dep) in FORBIDDEN[layer])
+    assert not bad, "\n".join(bad)
+
+
+def test_recording_imports_only_the_pure_layers() -> None:
+    mods = [m for m in GRAPH if _layer(m) == "recording"]
+    assert "deribit_kit.recording.reader" in mods
+    bad = sorted(f"{m} imports {d}" for m in mods for d in GRAPH[m] if _layer(d) not in RECORDING_MAY_IMPORT)
     assert not bad, "\n".join(bad)
 
 

@@ -65,6 +65,7 @@ DERIBIT_METHODS = [
     "over",
     "portfolio",
     "positions",
+    "replay",
     "sell",
     "set_heartbeat",
     "start",
