@@ -44,9 +44,9 @@ from .format import (
 from .writer import SEGMENT_GLOB
 
 __all__ = ["CorruptRecord", "CutSegment", "ReadReport", "Record", "iter_raw", "prefix_feeds", "read",
-           "scan", "segment_chunks", "segment_paths", "to_ns"]
+           "scan", "segment_buffers", "segment_chunks", "segment_paths", "to_ns"]
 
-CHUNK = 1 << 18  # compressed bytes read at a time (about 1-2 MB decompressed)
+CHUNK = 1 << 15  # compressed bytes read at a time (~200 kB decompressed: the scan stays in the cache)
 
 
 @dataclass(slots=True)
@@ -114,19 +114,21 @@ def segment_paths(directory: str | Path) -> list[Path]:
     return sorted(Path(directory).glob(SEGMENT_GLOB))
 
 
-def segment_chunks(path: Path, report: ReadReport | None = None) -> Iterator[list[bytes]]:
-    """The whole lines of one segment (without their newlines), a decompressed chunk at a time.
+def segment_buffers(path: Path, report: ReadReport | None = None) -> Iterator[tuple[bytes, int, int]]:
+    """One segment decompressed a chunk at a time, as ``(buf, start, end)``: ``buf[start:end]`` is
+    whole lines, each ending with a newline (the replay's hot loop scans them in place, nothing
+    copied; a line split across two chunks comes as its own small buffer).
 
     A segment that stops mid-frame or mid-record ends with what decoded; ``report`` gets a
-    :class:`CutSegment` saying where.
+    :class:`CutSegment` saying where (its ``records`` are counted by the caller, which reads the
+    lines: :func:`cut_records`; nothing here counts lines, which would cost a pass over the bytes).
     """
     name = path.name
     if report is not None:
         report.segments.append(name)
-    lines_read = 0
     offset = 0  # uncompressed bytes in complete lines
-    pending = b""
-    last_line = b""
+    pending = b""  # the start of a line the next chunk ends
+    last = b""
     reason = ""
     dobj = zstandard.ZstdDecompressor().decompressobj()
     try:
@@ -153,26 +155,59 @@ def segment_chunks(path: Path, report: ReadReport | None = None) -> Iterator[lis
                 break
             if not data:
                 continue
-            buf = pending + data if pending else data
-            lines = buf.split(b"\n")
-            pending = lines.pop()
-            if lines:
-                last_line = lines[-1]
-                lines_read += len(lines)
-                offset += len(buf) - len(pending)
-                if report is not None:
-                    report.records += len(lines)
-                yield lines
+            start = 0
+            if pending:  # finish the line the previous chunk began
+                nl = data.find(b"\n")
+                if nl < 0:
+                    pending += data
+                    continue
+                head = pending + data[:nl + 1]
+                pending = b""
+                start = nl + 1
+                offset += len(head)
+                last = head
+                yield head, 0, len(head)
+            cut = data.rfind(b"\n") + 1
+            if cut <= start:
+                pending = data[start:]
+                continue
+            pending = data[cut:]
+            offset += cut - start
+            last = data[data.rfind(b"\n", start, cut - 1) + 1:cut]
+            yield data, start, cut
     finally:
         fh.close()
     if (pending or reason) and report is not None:
         last_t: int | None
         try:
-            last_t = int(last_line[T_SLICE]) if last_line else None
+            last_t = int(last[T_SLICE]) if last else None
         except ValueError:
             last_t = None
         why = reason or "the segment ends inside a record"
-        report.cut.append(CutSegment(name, lines_read, offset, len(pending), why, last_t))
+        report.cut.append(CutSegment(name, -1, offset, len(pending), why, last_t))
+
+
+def cut_records(report: ReadReport | None, segment: str, lines: int) -> None:
+    """Tell ``report`` how many lines were read from ``segment`` (all of them count as records)."""
+    if report is None:
+        return
+    report.records += lines
+    for c in report.cut:
+        if c.segment == segment and c.records < 0:
+            c.records = lines
+
+
+def segment_chunks(path: Path, report: ReadReport | None = None) -> Iterator[list[bytes]]:
+    """The whole lines of one segment (without their newlines), a decompressed chunk at a time
+    (:func:`segment_buffers`, split)."""
+    n = 0
+    try:
+        for buf, start, end in segment_buffers(path, report):
+            lines = buf[start:end - 1].split(b"\n")
+            n += len(lines)
+            yield lines
+    finally:
+        cut_records(report, path.name, n)
 
 
 @dataclass(slots=True)

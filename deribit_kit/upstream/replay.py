@@ -59,9 +59,11 @@ from ..recording.manifest import check_schema
 from ..recording.reader import (
     ReadReport,
     check_recording,
+    cut_records,
     iter_raw,
     prefix_feeds,
     scan,
+    segment_buffers,
     segment_chunks,
     segment_paths,
     to_ns,
@@ -187,7 +189,6 @@ class Replay:
         self._batch = 0
         self._seg_path: Path | None = None
         self._line_no = 0
-        self._emitted = False
         self._base: float | None = None  # realtime: loop time of the anchor record
         self._t0 = 0
         self._kick_scheduled = False
@@ -236,7 +237,7 @@ class Replay:
             if self.autoplay and accepted and not self._kick_scheduled and self._state == "open":
                 self._kick_scheduled = True  # the next loop turn: consumers created together all get the start
                 asyncio.get_running_loop().call_soon(self._autostart)
-        elif self._emitted and not self._task.done():
+        elif self._seg_path is not None and not self._task.done():  # playing: the books as they are now
             books = [r.name for r in new if r.kind == BOOK]
             if books:
                 await self._catch_up(books)
@@ -478,6 +479,9 @@ class Replay:
             self.ended.emit(self.report)
 
     async def _play(self) -> None:
+        """The hot loop: each decompressed chunk is scanned in place (a newline, the kind byte, the
+        channel at its fixed offset, one dict lookup); only frames somebody reads are sliced out and
+        parsed. Kept in one frame, with locals, for speed."""
         loop = asyncio.get_running_loop()
         paths = self._plan()
         skip = 0
@@ -490,26 +494,33 @@ class Replay:
         speed = self.speed
         batch = self.batch
         pace = speed is not None
+        timed = pace or end_ns is not None
         inv = 1.0 / (speed * 1e9) if speed is not None else 0.0
         n = 0
-        t = self._t_ns
+        sent = 0  # frames given to the sink since the last yield (counted in self.frames at each one)
         for path in paths:
             self._seg_path = path
             seg = path.name
             line_no = -1
-            for lines in segment_chunks(path, report):
-                for line in lines:
+            for buf, pos, size in segment_buffers(path, report):
+                find = buf.find
+                first = pos
+                while pos < size:
+                    eol = find(b"\n", pos)
                     line_no += 1
                     if skip:
                         skip -= 1
+                        pos = eol + 1
                         continue
-                    if pace or end_ns is not None:
+                    if timed:
                         try:
-                            t = int(line[5:24])
+                            t = int(buf[pos + 5:pos + 24])
                         except ValueError:
                             t = self._t_ns
                         if end_ns is not None and t > end_ns:
                             self._line_no = line_no
+                            cut_records(report, seg, line_no)
+                            self.frames += sent
                             return
                         if pace:
                             if self._base is None:
@@ -519,6 +530,9 @@ class Replay:
                             if due > now + 0.0005:
                                 self._line_no = line_no
                                 n = 0
+                                if sent:
+                                    self.frames += sent
+                                    sent = 0
                                 await asyncio.sleep(due - now)
                                 await self._pause_point()
                             else:
@@ -527,18 +541,21 @@ class Replay:
                                 if lag > self.max_lag_s:
                                     self.max_lag_s = lag
                             self._t_ns = t
-                    k = line[39] if len(line) > 52 else 0
+                    k = buf[pos + 39] if eol - pos > 52 else 0
                     if k == 100:  # a frame
-                        c1 = line.find(b'"', 52)
-                        r = routes.get(line[52:c1])
+                        c1 = find(b'"', pos + 52, eol)
+                        r = routes.get(buf[pos + 52:c1])
                         if r is None:
                             self.skipped += 1
+                            pos = eol + 1
                             continue
-                        frame = line[c1 + 6:-1]
+                        frame = buf[c1 + 6:eol - 1]
                         try:
                             data = loads(frame)["params"]["data"]
                         except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
-                            self._corrupt(seg, line_no, f"{r.name}: frame is not a notification ({exc})", line, r)
+                            self._corrupt(seg, line_no, f"{r.name}: frame is not a notification ({exc})",
+                                          buf[pos:eol], r)
+                            pos = eol + 1
                             continue
                         kind = r.kind
                         if kind == BOOK:
@@ -566,46 +583,53 @@ class Replay:
                             price = data.get("price")
                             if isinstance(price, int | float):
                                 self._index[r.instrument] = float(price)
-                        if not r.sub:
-                            continue
-                        sink = self._sink
-                        if sink is not None:
-                            self._emitted = True
-                            sink(r.name, data, frame)
-                            self.frames += 1
+                        if r.sub:
+                            sink = self._sink
+                            if sink is not None:
+                                sink(r.name, data, frame)
+                                sent += 1
                     elif k == 99:  # a checkpoint
-                        c1 = line.find(b'"', 44)
-                        r = routes.get(line[44:c1])
-                        if r is None or not r.sub or r.kind != BOOK or r.synced:
-                            continue
-                        frame = line[c1 + 6:-1]
-                        try:
-                            data = loads(frame)["params"]["data"]
-                        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
-                            self._corrupt(seg, line_no, f"{r.name}: checkpoint is not a notification ({exc})", line, r)
-                            continue
-                        self._feed(r, data, frame)
+                        c1 = find(b'"', pos + 44, eol)
+                        r = routes.get(buf[pos + 44:c1])
+                        if r is not None and r.sub and r.kind == BOOK and not r.synced:
+                            frame = buf[c1 + 6:eol - 1]
+                            try:
+                                data = loads(frame)["params"]["data"]
+                            except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+                                self._corrupt(seg, line_no, f"{r.name}: checkpoint is not a notification ({exc})",
+                                              buf[pos:eol], r)
+                            else:
+                                self._feed(r, data, frame)
                     elif k == 101:  # an event
-                        self._event(seg, line_no, line)
+                        self._event(seg, line_no, buf[pos:eol])
                     else:
-                        self._other(seg, line_no, line)
+                        self._other(seg, line_no, buf[pos:eol])
                     n += 1
                     if n >= batch:  # let the port and the consumers run (also when realtime falls behind)
                         n = 0
                         self._line_no = line_no + 1
+                        if sent:
+                            self.frames += sent
+                            sent = 0
                         if not pace:
                             try:
-                                self._t_ns = int(line[5:24])
+                                self._t_ns = int(buf[pos + 5:pos + 24])
                             except ValueError:
                                 pass
                         await asyncio.sleep(0)
                         await self._pause_point()
-                if not pace and lines:
+                    pos = eol + 1
+                if not pace and size > first:
+                    last = buf.rfind(b"\n", first, size - 1) + 1 or first
                     try:
-                        self._t_ns = max(self._t_ns, int(lines[-1][5:24]))
+                        self._t_ns = max(self._t_ns, int(buf[last + 5:last + 24]))
                     except ValueError:
                         pass
             self._line_no = line_no + 1
+            cut_records(report, seg, line_no + 1)
+            if sent:
+                self.frames += sent
+                sent = 0
 
     def _feed(self, r: _Route, data: Any, frame: bytes) -> None:
         """Give a book a snapshot (a checkpoint, or a catch-up's first frame)."""
@@ -614,7 +638,6 @@ class Replay:
         r.snap_batch = self._batch
         sink = self._sink
         if sink is not None:
-            self._emitted = True
             sink(r.name, data, frame)
             self.checkpoints_fed += 1
 
