@@ -38,6 +38,7 @@ NAMES = [
     "03_options_research.ipynb",
     "04_microstructure.ipynb",
     "05_sharing_streams.ipynb",
+    "06_record_and_replay.ipynb",
 ]
 TARGET_LINE = 'TARGET = "sim"  # or "test" with DERIBIT_CLIENT_ID/SECRET set'
 KERNEL = "deribit-kit-tests"
@@ -222,6 +223,27 @@ def test_05_sharing_streams(kernel_env: None, tmp_path: Path) -> None:
     nb.search("check-broker-process", r"^broker: ws://127\.0\.0\.1:\d+/ws/api/v2")
     assert "BTC-PERPETUAL live" in nb.text("check-remote-book")
     nb.search("check-close", r"^broker process exit code: 0$")
+
+
+@pytest.mark.timeout(180)
+def test_06_record_and_replay(kernel_env: None, tmp_path: Path) -> None:
+    nb = run("06_record_and_replay.ipynb", tmp_path)
+    m = nb.search("check-record", r"^recorded (\d+) frames of (\d+) channels in ([\d.]+) s, (\d+) segments; "
+                                  r"recorder gaps 0; live book gaps (\d+), resyncs (\d+)$")
+    frames, channels, seconds, segments = int(m.group(1)), int(m.group(2)), float(m.group(3)), int(m.group(4))
+    assert frames > 200 and channels >= 6 and seconds >= 15 and segments >= 3
+    assert int(m.group(5)) >= 1 and int(m.group(6)) >= 1  # the skipped change_id: a gap and a resync
+    assert "compressed_bytes" in nb.html("check-manifest") and "bytes per frame" in nb.stdout("check-manifest")
+    r = nb.search("check-replay", r"^replayed (\d+) frames .*replay book gaps (\d+), resyncs (\d+); "
+                                  r"the same as live: True$")
+    assert int(r.group(1)) > 100 and (r.group(2), r.group(3)) == (m.group(5), m.group(6))
+    assert nb.error("check-private")[0] == "PermissionDeniedError"
+    assert "a replay has no account" in nb.error("check-private")[1][0]
+    rows = nb.search("check-frames", r"^(\d+) book rows of (\d+) instruments, (\d+) trades, (\d+) tickers$")
+    assert int(rows.group(1)) >= 15 and int(rows.group(2)) >= 2 and int(rows.group(4)) >= 50
+    assert "mean_spread" in nb.html("check-frames") and "net_taker_flow" in nb.html("check-summary")
+    assert "application/vnd.bokehjs_exec.v0+json" in nb.mimetypes("check-plot")
+    assert nb.outputs("check-close") == []
 
 
 # --------------------------------------------------------------------------------------------
