@@ -450,11 +450,8 @@ class Replay:
         first = 0
         for i, p in enumerate(paths):
             st = starts.get(p.name)
-            if st is None:
-                try:
-                    st = next(iter_raw_first(p))
-                except StopIteration:
-                    st = None
+            if st is None:  # a segment the manifest does not list (written after its last update)
+                st = _first_t(p)
             if isinstance(st, int) and st <= self.start_ns:
                 first = i
         return paths[first:]
@@ -762,16 +759,14 @@ class Replay:
                     self.frames += 1
 
 
-def iter_raw_first(path: Path) -> Any:
-    """The receive time of the first record of a segment (one value), for segments the manifest
-    does not list."""
-    for lines in segment_chunks(path, None):
-        for line in lines[:1]:
-            try:
-                yield int(line[fmt.T_SLICE])
-            except ValueError:
-                return
-            return
+def _first_t(path: Path) -> int | None:
+    """The receive time of the first record of a segment."""
+    for buf, start, _end in segment_buffers(path, None):
+        try:
+            return int(buf[start + 5:start + 24])
+        except ValueError:
+            return None
+    return None
 
 
 def _name(p: dict[str, Any], method: str) -> str:

@@ -202,6 +202,20 @@ async def test_seek_starts_from_the_newest_checkpoint_before(recorded: dict[str,
     assert rp.stats()["position"]["t_ms"] >= start // 1_000_000
 
 
+async def test_end_and_instruments_bound_the_replay(recorded: dict[str, Any]) -> None:
+    m = recorded["manifest"]
+    end = m["start_ns"] + int((m["end_ns"] - m["start_ns"]) * 0.4)
+    head, rp = await replay(recorded["dir"], end=end)
+    assert 0 < len(head.entries) < len(recorded["entries"])
+    assert head.entries == recorded["entries"][: len(head.entries)]
+    assert rp.clock_ms() <= end // 1_000_000
+    only = Replay(recorded["dir"], instruments=[BTC], autoplay=False)
+    assert await only.subscribe(CHANNELS) == [BOOKS[0], f"ticker.{BTC}.100ms", f"trades.{BTC}.100ms",
+                                              "deribit_price_index.btc_usd"]
+    assert [i.instrument_name for i in await only.instruments()] == [BTC]
+    await only.close()
+
+
 def _frames_from(path: Path, start: int) -> list[tuple[str, str, bytes]]:
     return [(r.channel, r.kind, r.raw) for r in recording.read(path, start=start, kinds=["frame"])]
 
