@@ -31,7 +31,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from ..client import Client
 from ..errors import DeribitError, DeribitKitError, SubscriptionError, TransportError, ValidationError
@@ -108,6 +108,8 @@ class Broker:
         self._chains: set[OptionChain] = set()
         self._consumers: set[Consumer] = set()
         self._recently_closed: deque[Consumer] = deque(maxlen=100)  # kept for metrics
+        # what else feeds on this broker and reports figures (a recorder, a Kafka sink): name -> Component
+        self.components: dict[str, Component] = {}
         self._dirty: dict[str, _Channel] = {}  # channels whose wire state may need a call
         self._worker: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -587,7 +589,18 @@ class Broker:
             },
             "channels": channels,
             "consumers": {c.name: c.metrics() for c in (*self._recently_closed, *self._consumers)},
+            "components": {name: _component_stats(c) for name, c in self.components.items()},
         }
+
+    def attach(self, name: str, component: Component) -> None:
+        """List a component (a recorder, a Kafka sink or source) whose ``stats()`` join :meth:`metrics`
+        under ``components`` and ``/metrics`` (``deribit_kit_broker_component_*``), and the ops page."""
+        self.components[name] = component
+
+    def detach(self, name: str, component: Component | None = None) -> None:
+        """Unlist a component (only that one when given: a newer one with the same name stays)."""
+        if component is None or self.components.get(name) is component:
+            self.components.pop(name, None)
 
     def prometheus(self) -> str:
         """:meth:`metrics` in the Prometheus text exposition format."""
@@ -659,6 +672,20 @@ class Broker:
 
     def __repr__(self) -> str:
         return f"<Broker channels={len(self._channels)} consumers={len(self._consumers)} books={len(self._books)}>"
+
+
+@runtime_checkable
+class Component(Protocol):
+    """Something attached to a broker that reports its figures (:meth:`Broker.attach`)."""
+
+    def stats(self) -> dict[str, Any]: ...
+
+
+def _component_stats(c: Component) -> dict[str, Any]:
+    try:
+        return dict(c.stats())
+    except Exception as exc:  # a component's bug must not take the broker's metrics down
+        return {"error": f"{type(exc).__name__}: {exc}"}
 
 
 def _fixed_tick(inst: Instrument | None) -> float | None:

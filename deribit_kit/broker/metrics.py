@@ -78,7 +78,20 @@ def broker_text(m: dict[str, Any]) -> str:
              [({"consumer": k}, v["depth"]) for k, v in cons.items()])
     p.metric("consumer_latency_ms", "gauge", "exchange timestamp to consumer, last message",
              [({"consumer": k}, v["latency_ms"]) for k, v in cons.items()])
+    _components(p, m.get("components", {}))
     return p.text()
+
+
+def _components(p: PromText, comps: dict[str, dict[str, Any]]) -> None:
+    """Each numeric figure of an attached component (recorder, Kafka sink/source) as one gauge,
+    labelled with the component's name; strings and nested values stay in the JSON metrics."""
+    keys: dict[str, list[Sample]] = {}
+    for name, stats in comps.items():
+        for key, value in stats.items():
+            if isinstance(value, bool | int | float) and key.replace("_", "").isalnum():
+                keys.setdefault(key, []).append(({"component": name}, value))
+    for key, samples in sorted(keys.items()):
+        p.metric(f"component_{key}", "gauge", f"{key.replace('_', ' ')} of an attached component", samples)
 
 
 def port_text(m: dict[str, Any]) -> str:

@@ -349,6 +349,9 @@ class Recorder:
         up.disconnected.connect(self._on_disconnected)
         self.broker.resyncing.connect(self._on_resyncing)
         self._hooked = True
+        attach = getattr(self.broker, "attach", None)  # listed on the broker's metrics and ops page
+        if attach is not None:
+            attach(self.name, self)
         loop = asyncio.get_running_loop()
         self._task = loop.create_task(self._run())
         try:
@@ -445,6 +448,9 @@ class Recorder:
             up.connected.disconnect(self._on_connected)
             up.disconnected.disconnect(self._on_disconnected)
             self.broker.resyncing.disconnect(self._on_resyncing)
+            detach = getattr(self.broker, "detach", None)
+            if detach is not None:
+                detach(self.name, self)
 
     async def stop(self, reason: str = "stopped") -> dict[str, Any]:
         """Stop recording: write what is buffered, close the segment, write the final manifest.

@@ -78,7 +78,11 @@ async def test_frames_are_kept_as_received_with_the_kit_events(sim: Simulator, d
     await reconnected
     await until(lambda: rec.events.get("snapshot", 0) >= 2 and rec.frames >= len(seen) - 1 and rec.counts[BOOK] >= 12)
     watch.close_nowait()
+    listed = broker.metrics()["components"][rec.name]  # the recorder reports on the broker's metrics
+    assert listed["frames"] == rec.frames and listed["ended"] == "running"
+    assert f'deribit_kit_broker_component_frames{{component="{rec.name}"}} {rec.frames}' in broker.prometheus()
     manifest = await rec.stop()
+    assert rec.name not in broker.metrics()["components"]
     frames = [(r.channel, r.raw) for r in recording.read(tmp_path / "rec", kinds=["frame"])]
     assert frames == seen  # every frame, in order, the exchange's own bytes
     assert all(r.direction_ok for r in _lines(tmp_path / "rec"))
