@@ -41,7 +41,7 @@ from ..live.livebook import LiveBook
 from ..live.orderbook import LIVE, RESYNCING
 from ..models import Instrument
 from ..upstream.live import LiveUpstream
-from ..upstream.protocol import Upstream
+from ..upstream.protocol import Upstream, clock_ms
 from ..wire.channels import ChannelError, parse_channel
 from ..wire.names import parse_instrument_name
 from . import metrics
@@ -488,11 +488,7 @@ class Broker:
         """
         if not self.stale_after:
             return []
-        if now_ms is None:
-            clock = getattr(self.upstream, "clock_ms", None)  # a recording's clock (optional member of the seam)
-            now = int(clock()) if callable(clock) else int(time.time() * 1000)
-        else:
-            now = now_ms
+        now = clock_ms(self.upstream) if now_ms is None else now_ms
         gone_stale = []
         for live in list(self._books.values()):
             was = live.book.state

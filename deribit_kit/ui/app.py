@@ -35,6 +35,7 @@ from ..deribit import Deribit
 from ..errors import DeribitError, DeribitKitError, TransportError
 from ..models import Instrument, Order, Position, PublicTrade, Ticker, convert, convert_list
 from ..transport.ws import WsTransport
+from ..upstream.protocol import clock_ms
 from . import render
 
 if TYPE_CHECKING:
@@ -229,7 +230,7 @@ class MarketFeed(Feed):
         live = self.live
         if live is None:
             return
-        live.book.check_stale(int(time.time() * 1000), STALE_AFTER_MS)
+        live.book.check_stale(clock_ms(self.hub.broker.upstream), STALE_AFTER_MS)  # a replay's clock on a replay
         t0, v0 = self._rate_mark
         if now - t0 >= 1.0:
             self.rate = (live.version - v0) / (now - t0)
@@ -591,8 +592,9 @@ class Hub:
 
     @property
     def upstream_state(self) -> str:
-        return self.client.client.state if self.client is not None and self.client.client is not None \
-            else "connecting"
+        """The upstream's state (a connection's, a replay's or a topic's), ``connecting`` before it exists."""
+        up = self.client.upstream if self.client is not None else None
+        return up.state if up is not None else "connecting"
 
     @property
     def can_trade(self) -> bool:

@@ -20,12 +20,16 @@ shape a recording or a Kafka topic. The broker needs nothing else from it:
   A source that knows some channels lost messages (a recording's gap marker, a topic's ``gap``
   or ``resync`` message) may also have ``interrupted(channels, gap)``: those books go resyncing
   (``gap=True`` counts a gap) and the broker asks :meth:`Upstream.resync` for them.
+* **clock** (optional): a source whose notifications are not happening now (a replay) has
+  ``clock_ms()``, the time of the stream in exchange milliseconds; staleness and "how old is this"
+  follow it. :func:`clock_ms` reads it, or the wall clock for a source without one.
 * :meth:`Upstream.call` forwards any other request (the broker port forwards private and
   uncached public methods); a source without an exchange answers with a clear error.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
@@ -107,3 +111,10 @@ class Upstream(Protocol):
     async def close(self) -> None:
         """Stop delivering; release what the upstream holds (not the client it was given)."""
         ...
+
+
+def clock_ms(upstream: object) -> int:
+    """The time of ``upstream``'s stream in milliseconds: its optional ``clock_ms()`` (a replay's
+    clock), else the wall clock."""
+    clock = getattr(upstream, "clock_ms", None)
+    return int(clock()) if callable(clock) else int(time.time() * 1000)

@@ -77,6 +77,9 @@ def test_the_dashboards_hub_runs_on_a_replay(recorded: Path) -> None:
             await asyncio.wait_for(live(), 20)
             assert "waiting for" not in feed.ladder()[1]  # the ladder shows the replayed book
             assert feed.ticker is not None and feed.ticker.mark_price > 0
+            assert hub.upstream_state == "open"  # the replay's state, not a connection's
+            feed.housekeeping(asyncio.get_running_loop().time())  # staleness on the replay's clock
+            assert feed.live.state == "live"
         finally:
             feed.release()
             await hub.close()
