@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import error_for_code, invalid_params
 from ..wire.channels import ChannelError, parse_channel
+from .candles import RESOLUTIONS
 from .instruments import CURRENCIES
 from .params import Method, P, check_params, not_found
 
@@ -231,6 +232,16 @@ def _last_trades(sim: Simulator, s: Session, p: dict[str, Any]) -> Any:
         P("sorting", "str", enum=("asc", "desc", "default"), default="default"), P("include_old", "bool"))
 def _last_trades_time(sim: Simulator, s: Session, p: dict[str, Any]) -> Any:
     return _trades_page(list(instrument(sim, p["instrument_name"]).trades), p)
+
+
+@method("public/get_tradingview_chart_data", P("instrument_name", "str", True),
+        P("start_timestamp", "int", True), P("end_timestamp", "int", True),
+        P("resolution", "str", True, RESOLUTIONS))
+def _chart_data(sim: Simulator, s: Session, p: dict[str, Any]) -> Any:
+    """Candles built from the exchange's own trades (:mod:`.candles`)."""
+    inst = instrument(sim, p["instrument_name"])
+    return sim.market.candles.chart_data(inst.name, p["resolution"], p["start_timestamp"],
+                                         p["end_timestamp"], sim.now_ms())
 
 
 def _trade_id_key(trade_id: str) -> int:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from .candles import CandleStore
 from .instruments import (
     UNDERLYINGS,
     Underlying,
@@ -216,6 +217,7 @@ class Market:
         self.premium: dict[str, float] = dict.fromkeys(self.index, 0.0002)
         self.instruments: dict[str, Instrument] = {}
         self.expired: dict[str, Instrument] = {}
+        self.candles = CandleStore()  # OHLCV of every instrument from its trades (sim/candles.py)
         self._next_id = 100_000
         self._trade_id = 300_000_000
         self.last_step_ms = self.now_ms()
@@ -262,6 +264,7 @@ class Market:
             inst.delivery_price = self.index[inst.coin]
             del self.instruments[inst.name]
             self.expired[inst.name] = inst
+            self.candles.forget(inst.name)
         created: list[Instrument] = []
         if gone:
             created = self._list(dated_instruments(self._now_dt(), self.index))
@@ -408,6 +411,9 @@ class Market:
         inst.volume += amount if not (inst.kind == "future" and not inst.linear) else amount / price
         inst.volume_usd += amount if (inst.kind == "future" and not inst.linear) else amount * self.index[inst.coin]
         inst.open_interest += amount * 0.5
+        inverse = inst.kind == "future" and not inst.linear  # amounts in USD: volume in coin, cost in USD
+        self.candles.on_trade(inst.name, now, price, amount / price if inverse else amount,
+                              amount if inverse else amount * price)
         contract = float(inst.info["contract_size"])
         trade: dict[str, Any] = {
             "trade_id": str(self._trade_id),

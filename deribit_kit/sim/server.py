@@ -443,6 +443,10 @@ class Simulator:
             elif fam == "quote":
                 if change is not None:
                     self._send(ch.name, _quote(inst, ts))
+            elif fam == "chart_trades":  # the open candle on trades, a filler when a period begins
+                candle = market.candles.due(name, ch.interval or "1", ts, bool(traded))
+                if candle is not None:
+                    self._send(ch.name, candle)
             elif fam == "perpetual" and inst.perpetual and ticker:
                 self._send(ch.name, {"index_price": round(market.index[inst.coin], 4),
                                      "interest": round(market.premium[inst.coin] / 3, 8), "timestamp": ts})

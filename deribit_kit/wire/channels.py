@@ -13,6 +13,8 @@ BOOK_GROUPS = ("none", "1", "2", "5", "10", "25", "100", "250")
 BOOK_DEPTHS = ("1", "10", "20")
 KINDS = ("future", "option", "spot", "future_combo", "option_combo", "any")
 USER_ORDER_KINDS = (*KINDS, "combo")
+CHART_RESOLUTIONS = ("1", "3", "5", "10", "15", "30", "60", "120", "180", "360", "720", "1D")
+"""Candle resolutions of ``chart.trades.{instrument}.{resolution}`` (minutes, or ``1D``)."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -22,7 +24,9 @@ class Channel:
     ``family`` is one of ``book``, ``book_grouped``, ``ticker``, ``trades``, ``trades_kind``,
     ``price_index``, ``quote``, ``perpetual``, ``user.orders``, ``user.orders_kind``,
     ``user.trades``, ``user.trades_kind``, ``user.portfolio``, ``user.changes``,
-    ``user.changes_kind``, ``platform_state``.
+    ``user.changes_kind``, ``platform_state``, ``chart_trades``.
+    A ``chart_trades`` channel carries its candle resolution (one of :data:`CHART_RESOLUTIONS`)
+    as its interval.
     """
 
     name: str
@@ -84,6 +88,8 @@ def parse_channel(name: str) -> Channel:
         return Channel(name, "quote", instrument=p[1])
     elif head == "perpetual" and n == 3 and p[2] in INTERVALS:
         return Channel(name, "perpetual", instrument=p[1], interval=p[2])
+    elif head == "chart" and n == 4 and p[1] == "trades" and p[3] in CHART_RESOLUTIONS:
+        return Channel(name, "chart_trades", instrument=p[2], interval=p[3])
     elif head == "platform_state" and n == 1:
         return Channel(name, "platform_state")
     elif head == "user" and n >= 3:

@@ -701,6 +701,8 @@ CHANNEL_CASES = (
     ChannelCase("quote.{instrument_name}", "quote.{perp}"),
     ChannelCase("quote.{instrument_name}", "quote.{spot}"),
     ChannelCase("perpetual.{instrument_name}.{interval}", "perpetual.{perp}.100ms"),
+    ChannelCase("chart.trades.{instrument_name}.{resolution}", "chart.trades.{perp}.1", trade_rate=4),
+    ChannelCase("chart.trades.{instrument_name}.{resolution}", "chart.trades.{linear}.1D", trade_rate=8),
     # private channels (deribit_kit.sim.trading): one resting and one filled order make them move
     ChannelCase("user.orders.{instrument_name}.raw", "user.orders.{perp}.raw", private=True),
     ChannelCase("user.orders.{kind}.{currency}.raw", "user.orders.any.any.raw", private=True),
@@ -782,6 +784,6 @@ def test_every_public_channel_family_is_covered() -> None:
         "book.{instrument_name}.{interval}", "book.{instrument_name}.{group}.{depth}.{interval}",
         "ticker.{instrument_name}.{interval}", "trades.{instrument_name}.{interval}",
         "trades.{kind}.{currency}.{interval}", "deribit_price_index.{index_name}", "quote.{instrument_name}",
-        "perpetual.{instrument_name}.{interval}",
+        "perpetual.{instrument_name}.{interval}", "chart.trades.{instrument_name}.{resolution}",
     }
     assert expected <= covered

@@ -39,6 +39,8 @@ FAMILIES: dict[str, dict[str, object]] = {
     "quote.BTC-PERPETUAL": {"family": "quote", "instrument": "BTC-PERPETUAL"},
     "perpetual.BTC-PERPETUAL.100ms": {"family": "perpetual", "instrument": "BTC-PERPETUAL", "interval": "100ms"},
     "platform_state": {"family": "platform_state"},
+    "chart.trades.BTC-PERPETUAL.60": {"family": "chart_trades", "instrument": "BTC-PERPETUAL", "interval": "60"},
+    "chart.trades.ETH_USDC.1D": {"family": "chart_trades", "instrument": "ETH_USDC", "interval": "1D"},
     "user.orders.BTC-PERPETUAL.raw": {"family": "user.orders", "instrument": "BTC-PERPETUAL", "interval": "raw"},
     "user.orders.future.BTC.100ms": {"family": "user.orders_kind", "kind": "future", "currency": "BTC",
                                      "interval": "100ms"},
@@ -85,6 +87,7 @@ def test_every_documented_family_is_covered() -> None:
     ("quote.BTC-PERPETUAL", False, False, False, True),
     ("perpetual.BTC-PERPETUAL.100ms", False, False, False, True),
     ("platform_state", False, False, False, True),
+    ("chart.trades.BTC-PERPETUAL.1", False, False, False, False),  # a closed candle's last update matters
     ("user.orders.BTC-PERPETUAL.100ms", True, True, False, False),
     ("user.trades.any.BTC.100ms", True, True, False, False),
     ("user.portfolio.btc", True, True, False, True),
@@ -114,6 +117,10 @@ def test_properties(name: str, private: bool, user: bool, is_book: bool, conflat
     "quote.A.B",
     "perpetual.BTC-PERPETUAL",
     "platform_state.x",
+    "chart.trades.BTC-PERPETUAL",
+    "chart.trades.BTC-PERPETUAL.2",  # not a resolution Deribit offers
+    "chart.trades.BTC-PERPETUAL.1d",
+    "chart.book.BTC-PERPETUAL.1",
     "user",
     "user.orders",
     "user.orders.BTC-PERPETUAL",
