@@ -40,6 +40,8 @@ __all__ = [
     "AuthResult",
     "BookStats",
     "BookSummary",
+    "Candle",
+    "ChartData",
     "Currency",
     "FrameList",
     "Greeks",
@@ -584,6 +586,55 @@ class TradesPage(Model, kw_only=True):
 
     def to_frame(self) -> pd.DataFrame:
         return FrameList(self.trades, item_type=PublicTrade).to_frame()
+
+
+class Candle(Model, kw_only=True):
+    """One OHLCV candle: a ``chart.trades.{instrument}.{resolution}`` message, or one period of
+    ``public/get_tradingview_chart_data`` (:meth:`ChartData.candles`). ``tick`` is the period's
+    start (ms); ``volume`` is in the base currency, ``cost`` in the quote currency. A period
+    without trades is a filler: the previous close four times and no volume."""
+
+    _time_columns = (("tick", "time"),)
+
+    tick: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float = 0.0
+    cost: float = 0.0
+
+    @property
+    def time(self) -> datetime | None:
+        """``tick`` as a UTC datetime."""
+        return from_ms(self.tick)
+
+
+class ChartData(Model, kw_only=True):
+    """``public/get_tradingview_chart_data`` result: parallel columns, one entry per candle;
+    ``status`` is ``"ok"``, or ``"no_data"`` with empty columns."""
+
+    status: str = "ok"
+    ticks: list[int] = []
+    open: list[float] = []
+    high: list[float] = []
+    low: list[float] = []
+    close: list[float] = []
+    volume: list[float] = []
+    cost: list[float] = []
+
+    def candles(self) -> FrameList[Candle]:
+        """The columns as one :class:`Candle` per period, oldest first."""
+        cols = (self.ticks, self.open, self.high, self.low, self.close, self.volume, self.cost)
+        n = len(self.ticks)
+        if any(len(c) != n for c in cols):
+            raise ProtocolError(f"chart data columns of unequal lengths: {[len(c) for c in cols]}")
+        return FrameList((Candle(tick=t, open=o, high=h, low=lo, close=c, volume=v, cost=x)
+                          for t, o, h, lo, c, v, x in zip(*cols, strict=True)), item_type=Candle)
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per candle (``tick, open, high, low, close, volume, cost`` and ``time``)."""
+        return self.candles().to_frame()
 
 
 class BookSummary(Model, kw_only=True):

@@ -250,8 +250,11 @@ class Consumer:
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> Consumer:
         """Join the channels (subscribing upstream those no other consumer holds yet). Raises
-        :class:`~deribit_kit.errors.SubscriptionError` when the upstream accepts none of them."""
+        :class:`~deribit_kit.errors.SubscriptionError` when the upstream accepts none of them, and
+        :class:`ConsumerClosed` when it was closed before it started (it never joins then)."""
         if not self._started:
+            if self._closed:  # closed before this start ran: joining now would hold its channels for ever
+                raise ConsumerClosed(self.closed_reason or "closed")
             self._started = True
             self.accepted = await self.broker._attach(self, self.channels)
         return self

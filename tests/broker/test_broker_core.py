@@ -109,6 +109,22 @@ async def test_consumers_share_one_upstream_subscription(sim: Simulator, dk: Der
     await broker.close()
 
 
+async def test_a_consumer_closed_before_its_start_ran_never_joins(sim: Simulator, dk: Deribit) -> None:
+    """The port starts a topic's consumer as a task; a client that subscribes and leaves (or
+    unsubscribes) in the same read closes it before that task runs. The late start must not
+    attach a closed consumer: its references would hold the channel upstream for ever."""
+    broker = Broker(dk)
+    ch = f"ticker.{BTC}.100ms"
+    consumer = broker.consumer([ch])
+    start = asyncio.ensure_future(consumer.start())  # scheduled, not run yet
+    consumer.close_nowait()
+    with pytest.raises(ConsumerClosed):
+        await start
+    await broker.settle()
+    assert broker.channels == [] and sim.subscriber_count(ch) == 0
+    await broker.close()
+
+
 async def test_gap_resyncs_only_that_instrument(sim: Simulator, dk: Deribit) -> None:
     broker = Broker(dk)
     btc, eth = await asyncio.gather(broker.book(BTC), broker.book(ETH))

@@ -201,6 +201,35 @@ async def test_a_subscribe_always_gets_one_answer(sim: Simulator, port: BrokerSe
     await p.close()
 
 
+async def test_subscribe_and_leave_in_one_read_lets_every_channel_go(sim: Simulator, port: BrokerServer) -> None:
+    """A subscribe followed by an unsubscribe (or a reset) that the port reads in the same
+    ``data_received`` stops the topic before its consumer's start has run: the channel must still
+    be let go upstream (found by stress/port_fuzz.py: every channel hostile clients had touched
+    stayed subscribed for good)."""
+    ticker, trades = f"ticker.{PERP}.100ms", f"trades.{PERP}.100ms"
+    p = await connect_peer(port.ws_url)
+    proto = p.ws.protocol
+    for i, (method, chans) in enumerate((("public/subscribe", [ticker, BOOK]), ("public/unsubscribe", [ticker, BOOK]),
+                                         ("public/subscribe", [trades]))):
+        proto.send_text(orjson.dumps({"jsonrpc": "2.0", "id": 100 + i, "method": method,
+                                      "params": {"channels": chans}}))
+    assert p.ws.transport is not None
+    p.ws.transport.write(b"".join(proto.data_to_send()))  # three frames, one write: one read on the port
+    await p.barrier()
+    p.ws.transport.abort()  # the trades subscribe may still be in flight upstream
+    async def gone() -> None:
+        while port.clients:
+            await asyncio.sleep(0.005)  # bounded poll: the port notices the reset on its next read
+    await asyncio.wait_for(gone(), 5)
+    await port.broker.settle()
+    assert port.topics == {} and port.broker.channels == []
+    assert sim.subscriber_count(ticker) == sim.subscriber_count(BOOK) == sim.subscriber_count(trades) == 0
+    b = await connect_peer(port.ws_url)  # and the channels still work for a newcomer
+    assert await b.result("public/subscribe", {"channels": [BOOK]}) == [BOOK]
+    await Chain().read(b, lambda c: c.snapshots == 1 and c.book.changes >= 2)
+    await b.close()
+
+
 async def test_slow_client_is_conflated_fast_one_unaffected(sim: Simulator) -> None:
     dk = await _upstream(sim)
     broker = Broker(dk)
