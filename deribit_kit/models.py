@@ -33,6 +33,7 @@ import msgspec
 import pandas as pd
 
 from deribit_kit.errors import ProtocolError
+from deribit_kit.wire.enums import OPEN_STATES, PERPETUAL_EXPIRY_MS
 
 __all__ = [
     "PERPETUAL_EXPIRATION_MS",
@@ -66,10 +67,10 @@ __all__ = [
 ]
 
 #: ``expiration_timestamp`` of perpetuals (and spot): 3000-01-01T00:00:00Z in milliseconds.
-PERPETUAL_EXPIRATION_MS = 32503708800000
+PERPETUAL_EXPIRATION_MS = PERPETUAL_EXPIRY_MS
 
 #: Order states in which an order still rests (or waits for its trigger) on the book.
-OPEN_ORDER_STATES = frozenset({"open", "untriggered"})
+OPEN_ORDER_STATES = OPEN_STATES
 
 T = TypeVar("T")
 M = TypeVar("M", bound="Model")

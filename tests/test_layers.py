@@ -2,6 +2,7 @@
 layout). Every import counts — module level, inside functions (lazy) and under TYPE_CHECKING.
 
     wire/      imports nothing of the kit but errors (and itself)
+    transport/ imports only wire, errors and events (the thin I/O layer under both servers)
     client/    imports neither upstream/, broker/, live/, ui/, sim/ nor the facade
     sim/       imports neither the client, upstream/, broker/, live/, ui/ nor the facade
     live/      imports neither broker/, upstream/, ui/, sim/ nor the facade (the broker feeds it)
@@ -78,6 +79,7 @@ FORBIDDEN = {
                   "sync", "notebook", "config", "deribit_kit"},
 }
 RECORDING_MAY_IMPORT = {"recording", "wire", "errors", "models", "events"}
+TRANSPORT_MAY_IMPORT = {"transport", "wire", "errors", "events"}
 
 
 @pytest.mark.parametrize("layer", sorted(FORBIDDEN))
@@ -91,6 +93,13 @@ def test_recording_imports_only_the_pure_layers() -> None:
     mods = [m for m in GRAPH if _layer(m) == "recording"]
     assert "deribit_kit.recording.reader" in mods
     bad = sorted(f"{m} imports {d}" for m in mods for d in GRAPH[m] if _layer(d) not in RECORDING_MAY_IMPORT)
+    assert not bad, "\n".join(bad)
+
+
+def test_transport_imports_only_wire_errors_and_events() -> None:
+    mods = [m for m in GRAPH if _layer(m) == "transport"]
+    assert "deribit_kit.transport.endpoint" in mods
+    bad = sorted(f"{m} imports {d}" for m in mods for d in GRAPH[m] if _layer(d) not in TRANSPORT_MAY_IMPORT)
     assert not bad, "\n".join(bad)
 
 

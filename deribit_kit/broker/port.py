@@ -35,12 +35,14 @@ import ssl
 import time
 from typing import Any, Literal
 
-from ..errors import DeribitError, DeribitKitError, error_for_code, invalid_params
+from ..errors import error_for_code, invalid_params
 from ..live.livebook import LiveBook
-from ..transport.server import HttpRequest, HttpResponse, LoopbackServer, WsConnection, text_frame
+from ..transport.endpoint import API_VERSION, WS_PATH, Endpoint, Heartbeat, heartbeat_methods
+from ..transport.server import HttpRequest, HttpResponse, WsConnection, text_frame
 from ..wire import jsonrpc
-from ..wire.channels import ChannelError, parse_channel
+from ..wire.channels import parse_channel
 from ..wire.credits import CreditPools
+from ..wire.rpcserver import MethodTable, RpcServer, Then, channels_param, subscribe_channels
 from . import metrics
 from .broker import Broker
 from .consumer import Item
@@ -49,8 +51,6 @@ __all__ = ["BrokerServer"]
 
 log = logging.getLogger("deribit_kit.broker.port")
 
-WS_PATH = "/ws/api/v2"
-API_VERSION = "1.2.26"
 FORWARDED = frozenset({
     "public/get_instruments", "public/get_instrument", "public/get_order_book", "public/ticker",
     "public/get_index_price", "public/get_book_summary_by_currency", "public/get_last_trades_by_instrument",
@@ -60,10 +60,14 @@ SlowPolicy = Literal["conflate", "disconnect"]
 
 
 class _Client:
-    __slots__ = ("authed", "awaiting_test", "conn", "drops", "hb", "lagging", "out", "pools", "sent", "since",
+    """One external WebSocket connection: its channels, what it was sent, its queued output. It is
+    also the handler context of its calls (``server``, ``heartbeat``)."""
+
+    __slots__ = ("authed", "conn", "drops", "heartbeat", "lagging", "out", "pools", "sent", "server", "since",
                  "snapshots", "subs")
 
-    def __init__(self, conn: WsConnection, pools: CreditPools) -> None:
+    def __init__(self, server: BrokerServer, conn: WsConnection, pools: CreditPools) -> None:
+        self.server = server
         self.conn = conn
         self.pools = pools
         self.subs: set[str] = set()
@@ -71,11 +75,19 @@ class _Client:
         self.out: list[bytes] = []
         self.lagging = False
         self.authed = False
-        self.awaiting_test = False
-        self.hb: asyncio.Task[None] | None = None
+        self.heartbeat = Heartbeat(lambda payload: server._reply(self, payload),
+                                   lambda: conn.close(1000, "heartbeat timeout"))
         self.drops = 0
         self.snapshots = 0
         self.since = time.monotonic()
+
+    @property
+    def credit_pools(self) -> CreditPools:
+        return self.pools
+
+    @property
+    def min_heartbeat_interval(self) -> int:
+        return self.server.min_heartbeat_interval
 
 
 class _Topic:
@@ -174,7 +186,71 @@ class _Topic:
             srv._schedule_flush(self.soon)
 
 
-class BrokerServer:
+def _methods() -> MethodTable:
+    """The port's own methods; forwarded ones go through :meth:`BrokerServer._fallback`."""
+    t = MethodTable()
+
+    @t.method("public/subscribe", ws_only=True, raw=True)
+    def _public_subscribe(c: _Client, p: dict[str, Any]) -> Any:
+        return c.server._subscribe(c, p, private=False)
+
+    @t.method("private/subscribe", ws_only=True, raw=True)
+    def _private_subscribe(c: _Client, p: dict[str, Any]) -> Any:
+        return c.server._subscribe(c, p, private=True)
+
+    def _unsubscribe(c: _Client, p: dict[str, Any]) -> Any:
+        gone = [ch for ch in channels_param(p) if ch in c.subs]
+        c.server._drop_subs(c, gone)
+        return gone
+
+    def _unsubscribe_all(c: _Client, p: dict[str, Any]) -> Any:
+        c.server._drop_subs(c, list(c.subs))
+        return "ok"
+
+    for prefix in ("public", "private"):  # the port's own plumbing: no token needed, never forwarded
+        t.add(f"{prefix}/unsubscribe", _unsubscribe, ws_only=True, raw=True, private=False)
+        t.add(f"{prefix}/unsubscribe_all", _unsubscribe_all, ws_only=True, private=False)
+
+    @t.method("public/test")
+    def _test(c: _Client, p: dict[str, Any]) -> Any:
+        c.heartbeat.answered()
+        return {"version": API_VERSION}
+
+    @t.method("public/hello")
+    def _hello(c: _Client, p: dict[str, Any]) -> Any:
+        return {"version": API_VERSION}
+
+    @t.method("public/get_time")
+    def _get_time(c: _Client, p: dict[str, Any]) -> Any:
+        return time.time_ns() // 1_000_000
+
+    @t.method("public/auth", raw=True)
+    def _auth(c: _Client, p: dict[str, Any]) -> Any:
+        return c.server._auth(c, p)
+
+    @t.method("public/get_order_book", raw=True)
+    def _get_order_book(c: _Client, p: dict[str, Any]) -> Any:
+        book = c.server._local_book(p)
+        return book if book is not None else c.server._forward("public/get_order_book", p)
+
+    for name in FORWARDED - {"public/get_order_book"}:
+        t.add(name, _forwarder(name), raw=True)
+    return MethodTable.merged(t, heartbeat_methods())
+
+
+def _forwarder(name: str) -> Any:
+    def forward(c: _Client, p: dict[str, Any]) -> Any:
+        return c.server._forward(name, p)
+
+    return forward
+
+
+METHODS = _methods()
+"""The port's method table: session plumbing, subscriptions, a local ``get_order_book`` and the
+public methods it forwards (``private/*`` are forwarded too, to an authenticated client)."""
+
+
+class BrokerServer(Endpoint):
     """Serve a :class:`~deribit_kit.broker.Broker` on its own Deribit-compatible WebSocket + HTTP port."""
 
     def __init__(self, broker: Broker, host: str = "127.0.0.1", port: int = 0,
@@ -183,45 +259,44 @@ class BrokerServer:
                  max_channels: int = 1000, max_buffer: int = 4 * 1024 * 1024, slow_policy: SlowPolicy = "conflate",
                  rate_limits: bool = True, min_heartbeat_interval: int = 10, testnet: bool = True,
                  flush_interval: float = 0.002) -> None:
+        super().__init__(host, port, ssl_context, ws_path=WS_PATH)
         self.broker = broker
-        self.host, self.port = host, port
-        self.ssl_context = ssl_context
         self.token = token
         self.client_id = client_id
         self.max_connections = max_connections
         self.max_channels = max_channels
         self.max_buffer = max_buffer
         self.slow_policy = slow_policy
-        self.rate_limits = rate_limits
         self.min_heartbeat_interval = min_heartbeat_interval
-        self.testnet = testnet
         self.flush_interval = flush_interval
         self.clients: set[_Client] = set()
         self.topics: dict[str, _Topic] = {}
-        self.server: LoopbackServer | None = None
         self._dirty: list[_Client] = []
         self._flush_handle: asyncio.Handle | None = None
         self._flush_timed = False  # the scheduled flush waits for flush_interval
         self._tokens: set[str] = set()
-        self._tasks: set[asyncio.Task[Any]] = set()
         self.stats = {"requests": 0, "errors": 0, "refused": 0, "slow_disconnects": 0, "deliveries": 0}
+        self.rpc = RpcServer(METHODS, testnet=testnet, rate_limits=rate_limits, authorize=self._require_auth,
+                             fallback=self._fallback, stats=self.stats)
+
+    @property
+    def testnet(self) -> bool:
+        return self.rpc.testnet
+
+    @property
+    def rate_limits(self) -> bool:
+        return self.rpc.rate_limits
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> BrokerServer:
-        self.server = LoopbackServer(self, self.host, self.port, self.ssl_context)
-        await self.server.start()
-        self.port = self.server.port
+        await self.listen()
         log.info("broker port listening on %s", self.ws_url)
         return self
 
     async def stop(self) -> None:
         if self._flush_handle is not None:
             self._flush()  # what is queued goes out before the connections close
-        if self.server is not None:
-            await self.server.stop()
-            self.server = None
-        for t in list(self._tasks):
-            t.cancel()
+        await self.close_listener()
         for topic in list(self.topics.values()):
             topic.stop()
         self.topics.clear()
@@ -231,19 +306,6 @@ class BrokerServer:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
-
-    @property
-    def ws_url(self) -> str:
-        return f"{'wss' if self.ssl_context else 'ws'}://{self.host}:{self.port}{WS_PATH}"
-
-    @property
-    def http_url(self) -> str:
-        return f"{'https' if self.ssl_context else 'http'}://{self.host}:{self.port}"
-
-    def _spawn(self, coro: Any) -> None:
-        t = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(t)
-        t.add_done_callback(self._tasks.discard)
 
     # ------------------------------------------------------------ output, grouped per loop turn or flush window
     def _queue(self, c: _Client, frame: bytes, soon: bool = False) -> None:
@@ -306,9 +368,15 @@ class BrokerServer:
     def _reply(self, c: _Client, payload: bytes) -> None:
         self._queue(c, text_frame(payload), soon=True)
 
-    # ------------------------------------------------------------ WsHandler
-    def ws_path_ok(self, path: str) -> bool:
-        return path.rstrip("/") == WS_PATH
+    # ------------------------------------------------------------ Endpoint
+    def send_reply(self, peer: Any, payload: bytes) -> None:
+        self._reply(peer, payload)
+
+    def context(self, peer: Any) -> Any:
+        return peer
+
+    def admit(self, peer: Any) -> bool:
+        return peer in self.clients
 
     def ws_refuse(self, path: str) -> tuple[int, str] | None:
         """Over the connection limit the upgrade is refused with HTTP 429, as Deribit does."""
@@ -318,7 +386,7 @@ class BrokerServer:
         return None
 
     def ws_open(self, conn: WsConnection) -> None:
-        c = _Client(conn, CreditPools())
+        c = _Client(self, conn, CreditPools())
         conn.state = c
         if len(self.clients) >= self.max_connections:
             self.stats["refused"] += 1
@@ -331,83 +399,15 @@ class BrokerServer:
         if c is None or c not in self.clients:
             return
         self.clients.discard(c)
-        if c.hb is not None:
-            c.hb.cancel()
+        c.heartbeat.stop()
         self._drop_subs(c, list(c.subs))
 
-    def ws_message(self, conn: WsConnection, data: bytes) -> None:
-        c: _Client = conn.state
-        if c not in self.clients:
-            return
-        us_in = jsonrpc.now_us()
-        self.stats["requests"] += 1
-        req_id: Any = None
-        try:
-            req = jsonrpc.parse_request(data)
-            req_id = req.id
-            if self.rate_limits and not c.pools.try_spend(req.method):
-                raise error_for_code(10028)
-            result = self._handle(c, req, us_in)
-            if result is not _ASYNC:
-                self._reply(c, jsonrpc.encode_result(req_id, result, us_in, self.testnet))
-            return
-        except DeribitError as exc:
-            err = exc
-            if req_id is None:
-                req_id = jsonrpc.request_id_of(exc)
-        self._error(c, req_id, err, us_in)
-
-    def _error(self, c: _Client, req_id: Any, err: DeribitError, us_in: int) -> None:
-        self.stats["errors"] += 1
-        self._reply(c, jsonrpc.encode_error(req_id, err, us_in, self.testnet))
-
     # ------------------------------------------------------------ methods
-    def _handle(self, c: _Client, req: jsonrpc.Request, us_in: int) -> Any:
-        m, p = req.method, req.params
-        if m in ("public/subscribe", "private/subscribe"):
-            self._subscribe(c, req, us_in, m.startswith("private/"))
-            return _ASYNC
-        if m in ("public/unsubscribe", "private/unsubscribe"):
-            chans = _channels_param(p)
-            gone = [ch for ch in chans if ch in c.subs]
-            self._drop_subs(c, gone)
-            return gone
-        if m in ("public/unsubscribe_all", "private/unsubscribe_all"):
-            self._drop_subs(c, list(c.subs))
-            return "ok"
-        if m == "public/test":
-            c.awaiting_test = False
-            return {"version": API_VERSION}
-        if m == "public/hello":
-            return {"version": API_VERSION}
-        if m == "public/get_time":
-            return time.time_ns() // 1_000_000
-        if m == "public/set_heartbeat":
-            interval = p.get("interval")
-            if not isinstance(interval, int) or isinstance(interval, bool) or interval < self.min_heartbeat_interval:
-                raise invalid_params("interval", f"must be an integer >= {self.min_heartbeat_interval} seconds")
-            if c.hb is not None:
-                c.hb.cancel()
-            c.awaiting_test = False
-            c.hb = asyncio.get_running_loop().create_task(self._heartbeat(c, float(interval)))
-            return "ok"
-        if m == "public/disable_heartbeat":
-            if c.hb is not None:
-                c.hb.cancel()
-                c.hb = None
-            return "ok"
-        if m == "public/auth":
-            return self._auth(c, p)
-        if m == "public/get_order_book":
-            book = self._local_book(p)
-            if book is not None:
-                return book
-        if m in FORWARDED or m.startswith("private/"):
-            if m.startswith("private/"):
-                self._require_auth(c, p)
-            self._spawn(self._forward(c, req, us_in))
-            return _ASYNC
-        raise error_for_code(-32601)
+    def _fallback(self, c: _Client, name: str, p: dict[str, Any]) -> Any:
+        if not name.startswith("private/"):
+            raise error_for_code(-32601)
+        self._require_auth(c, p)
+        return self._forward(name, p)
 
     def _require_auth(self, c: _Client, p: dict[str, Any]) -> None:
         if self.token is None:
@@ -450,32 +450,16 @@ class BrokerServer:
                 "best_bid_price": bids[0][0] if bids else None, "best_bid_amount": bids[0][1] if bids else 0.0,
                 "best_ask_price": asks[0][0] if asks else None, "best_ask_amount": asks[0][1] if asks else 0.0}
 
-    async def _forward(self, c: _Client, req: jsonrpc.Request, us_in: int) -> None:
-        params = {k: v for k, v in req.params.items() if k != "access_token"}
-        try:
-            result = await self.broker.upstream.call(req.method, params)
-        except DeribitError as exc:
-            self._error(c, req.id, exc, us_in)
-            return
-        except (DeribitKitError, TimeoutError, OSError) as exc:
-            self._error(c, req.id, error_for_code(11094, data={"reason": f"upstream: {exc}"}), us_in)
-            return
-        self._reply(c, jsonrpc.encode_result(req.id, result, us_in, self.testnet))
-
-    async def _heartbeat(self, c: _Client, interval: float) -> None:
-        while not c.conn.closed:
-            await asyncio.sleep(interval)
-            if c.awaiting_test:
-                c.conn.close(1000, "heartbeat timeout")
-                return
-            c.awaiting_test = True
-            self._reply(c, jsonrpc.TEST_REQUEST)
+    async def _forward(self, method: str, p: dict[str, Any]) -> Any:
+        """Ask the upstream (its errors are answered as they are; a failed link as 11094)."""
+        params = {k: v for k, v in p.items() if k != "access_token"}
+        return await self.broker.upstream.call(method, params)
 
     # ------------------------------------------------------------ subscriptions
-    def _subscribe(self, c: _Client, req: jsonrpc.Request, us_in: int, private: bool) -> None:
+    def _subscribe(self, c: _Client, p: dict[str, Any], private: bool) -> Any:
         """Take the channels now, in the order the client's requests arrived (an unsubscribe right
         after sees them); answer once the upstream has answered for the new ones."""
-        wanted = self._wanted(c, req.params, private)
+        wanted = self._wanted(c, p, private)
         new = [ch for ch in wanted if ch not in c.subs]
         for ch in new:
             topic = self.topics.get(ch)
@@ -483,18 +467,21 @@ class BrokerServer:
                 topic = self.topics[ch] = _Topic(self, ch)
             topic.clients.add(c)
             c.subs.add(ch)
-        self._spawn(self._answer_subscribe(c, req, us_in, wanted, [self.topics[ch] for ch in new]))
+        return self._answer_subscribe(c, wanted, [self.topics[ch] for ch in new])
 
-    async def _answer_subscribe(self, c: _Client, req: jsonrpc.Request, us_in: int, wanted: list[str],
-                                topics: list[_Topic]) -> None:
+    async def _answer_subscribe(self, c: _Client, wanted: list[str], topics: list[_Topic]) -> Then:
         """One answer per call, always: the channels the client now has of those it named (each
-        once, in its order; unknown or refused ones left out, as Deribit does)."""
+        once, in its order; unknown or refused ones left out, as Deribit does); the topics go live
+        for it once the answer is written."""
         results = await asyncio.gather(*(asyncio.shield(t.started) for t in topics), return_exceptions=True)
-        if c.conn.closed or c not in self.clients:
-            return
         failed = {t.name for t, r in zip(topics, results, strict=True) if isinstance(r, BaseException)}
-        self._drop_subs(c, [ch for ch in failed if ch in c.subs])
-        self._reply(c, jsonrpc.encode_result(req.id, [ch for ch in wanted if ch in c.subs], us_in, self.testnet))
+        if c in self.clients:
+            self._drop_subs(c, [ch for ch in failed if ch in c.subs])
+        return Then([ch for ch in wanted if ch in c.subs], lambda: self._activate(c, topics))
+
+    def _activate(self, c: _Client, topics: list[_Topic]) -> None:
+        if c not in self.clients:
+            return
         for topic in topics:
             if topic.name in c.subs and self.topics.get(topic.name) is topic:
                 topic.ready.add(c)
@@ -503,20 +490,16 @@ class BrokerServer:
 
     def _wanted(self, c: _Client, params: dict[str, Any], private: bool) -> list[str]:
         """The channels of a subscribe call this client may have, each once, in order."""
-        chans = _channels_param(params)
         if private:
+            channels_param(params)
             self._require_auth(c, params)
         wanted: list[str] = []
-        for name in dict.fromkeys(chans):
-            try:
-                info = parse_channel(name)
-            except ChannelError:
-                continue  # Deribit leaves unknown channels out of the result
+        for info in subscribe_channels(params):
             if info.private and not private:
                 if not c.authed and self.token is None:
                     raise error_for_code(13009, data={"reason": "private channels are disabled on this broker"})
                 continue
-            wanted.append(name)
+            wanted.append(info.name)
         new = sum(1 for ch in wanted if ch not in c.subs)
         if len(c.subs) + new > self.max_channels:
             raise invalid_params("channels", f"too many channels for one connection (max {self.max_channels})")
@@ -550,28 +533,15 @@ class BrokerServer:
         """The port's and the broker's metrics in the Prometheus text format."""
         return metrics.port_text(self.metrics()) + self.broker.prometheus()
 
-    async def http(self, request: HttpRequest) -> HttpResponse:
-        if request.path == "/healthz":
-            m = self.metrics()
-            del m["per_client"]
-            return HttpResponse(200, jsonrpc.dumps(m))
+    def health(self) -> dict[str, Any]:
+        m = self.metrics()
+        del m["per_client"]
+        return m
+
+    async def route_http(self, request: HttpRequest) -> HttpResponse | None:
         if request.path == "/metrics":
             return HttpResponse(200, self.prometheus().encode(), "text/plain; version=0.0.4")
-        return HttpResponse(404, jsonrpc.dumps({"error": f"no endpoint at {request.path}"}))
-
-
-class _Async:
-    pass
-
-
-_ASYNC: Any = _Async()
-
-
-def _channels_param(p: dict[str, Any]) -> list[str]:
-    chans = p.get("channels")
-    if not isinstance(chans, list) or not all(isinstance(ch, str) for ch in chans):
-        raise invalid_params("channels", "must be an array of strings")
-    return chans
+        return None
 
 
 def _retrieve(task: asyncio.Task[Any]) -> None:

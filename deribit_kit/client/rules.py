@@ -23,19 +23,15 @@ from typing import Any, Literal
 
 from ..errors import ValidationError
 from ..models import Instrument
+from ..wire.enums import GRID_TOLERANCE, MAX_LABEL, ORDER_TYPES, PRICED_TYPES, TIME_IN_FORCE, on_grid
+from ..wire.enums import TRIGGER_ORDER_TYPES as TRIGGER_TYPES
 
 log = logging.getLogger("deribit_kit.client.rules")
 
-MAX_LABEL = 64
 LABEL_PREFIX = "dk-"
-ORDER_TYPES = ("limit", "stop_limit", "take_limit", "market", "stop_market", "take_market", "market_limit",
-               "trailing_stop")
-PRICED_TYPES = ("limit", "stop_limit", "take_limit")
-TRIGGER_TYPES = ("stop_limit", "take_limit", "stop_market", "take_market", "trailing_stop")
-TIME_IN_FORCE = ("good_til_cancelled", "good_til_day", "fill_or_kill", "immediate_or_cancel")
 RoundMode = Literal["nearest", "down", "up"]
 _ROUNDING = {"nearest": ROUND_HALF_EVEN, "down": ROUND_FLOOR, "up": ROUND_CEILING}
-_REL = 1e-9  # relative tolerance for "on the grid" (floats such as 0.1 + 0.2)
+_REL = GRID_TOLERANCE
 
 
 # ---------------------------------------------------------------- labels
@@ -80,11 +76,6 @@ def _describe(inst: Instrument) -> str:
     return inst.kind
 
 
-def _on_grid(value: float, step: float) -> bool:
-    n = value / step
-    return abs(n - round(n)) <= max(1e-9, _REL * abs(n))
-
-
 def _fmt(x: float) -> str:
     return f"{x:.10g}"
 
@@ -114,7 +105,7 @@ def check_amount(inst: Instrument, amount: float | None = None, contracts: float
         raise ValidationError(f"{name}: amount {_fmt(amount)} {unit} is below min_trade_amount "
                               f"{_fmt(inst.min_trade_amount)} {unit} ({kind}: amount is in {unit})")
     step = amount_step(inst)
-    if not _on_grid(amount, step):
+    if not on_grid(amount, step):
         if inst.is_future and inst.is_inverse:
             rule = f"a multiple of contract_size {_fmt(inst.contract_size)} {unit}"
         else:
@@ -145,13 +136,13 @@ def round_price(inst: Instrument, price: float, mode: RoundMode = "nearest") -> 
         raise ValidationError(f"{inst.instrument_name}: price must be a finite number, not {price!r}")
     out = _snap(price, inst.tick_size_at(price), mode)
     tick = inst.tick_size_at(out)  # rounding up may cross into a coarser band
-    if not _on_grid(out, tick):
+    if not on_grid(out, tick):
         out = _snap(out, tick, "up" if mode == "up" else "down" if mode == "down" else "nearest")
     return out
 
 
 def is_on_tick(inst: Instrument, price: float) -> bool:
-    return _on_grid(price, inst.tick_size_at(price))
+    return on_grid(price, inst.tick_size_at(price))
 
 
 def check_price(inst: Instrument, price: float, *, strict: bool = True, param: str = "price",

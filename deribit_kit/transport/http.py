@@ -15,12 +15,12 @@ import orjson
 
 from ..errors import (
     ConnectError,
-    DeribitError,
     ProtocolError,
     RequestTimeout,
     TransportError,
     error_for_code,
 )
+from ..wire import jsonrpc
 from ..wire.auth import http_signature_header, redact
 from ..wire.credits import CreditPools
 from .pacing import ClientCredits, retry_rate_limited, spend
@@ -62,7 +62,7 @@ class HttpTransport:
     async def _request_once(self, method: str, params: dict[str, Any], deadline: float) -> Any:
         await spend(self.credits, method, deadline)
         path = f"/api/v2/{method}"
-        body = orjson.dumps({"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params})
+        body = jsonrpc.encode_request(next(self._ids), method, params)
         headers = {"content-type": "application/json"}
         if method.startswith("private/"):
             if not (self._client_id and self._client_secret):
@@ -84,10 +84,4 @@ class HttpTransport:
             msg = orjson.loads(resp.content)
         except orjson.JSONDecodeError:
             raise ProtocolError(f"HTTP {resp.status_code} with a body that is not JSON", method=method) from None
-        if not isinstance(msg, dict):
-            raise ProtocolError("HTTP answer is not a JSON object", method=method)
-        if "error" in msg:
-            raise DeribitError.from_wire(msg["error"], method)
-        if "result" not in msg:
-            raise ProtocolError(f"HTTP {resp.status_code} answer without result", method=method)
-        return msg["result"]
+        return jsonrpc.reply_result(msg, method)

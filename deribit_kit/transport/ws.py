@@ -34,6 +34,7 @@ from ..errors import (
     TransportError,
 )
 from ..events import Event
+from ..wire import jsonrpc
 from ..wire.auth import redact
 from ..wire.credits import CreditPools
 from .pacing import ClientCredits, retry_rate_limited, spend
@@ -414,7 +415,7 @@ class WsTransport:
         rid = next(self._ids)
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[rid] = (fut, method)
-        frame = orjson.dumps({"jsonrpc": "2.0", "id": rid, "method": method, "params": params})
+        frame = jsonrpc.encode_request(rid, method, params)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("> %s %s", method, orjson.dumps(redact(params)).decode())
         sent = time.monotonic()

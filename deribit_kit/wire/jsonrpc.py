@@ -1,5 +1,7 @@
 """Deribit's JSON-RPC 2.0 envelope, without I/O: encode requests, results, errors, notifications
-and heartbeats; parse what arrives. Shared by the client, the embedded exchange and the broker.
+and heartbeats; parse what arrives: requests (the server half, used by :mod:`.rpcserver`) and
+replies (the client half, used by :mod:`deribit_kit.transport.ws` and
+:mod:`deribit_kit.transport.http`). Shared by the client, the embedded exchange and the broker.
 
 Deribit's dialect: ``id`` of any JSON type echoed verbatim; ``params`` is an object; responses
 carry ``usIn``/``usOut``/``usDiff`` (microseconds) and ``testnet``; notifications are
@@ -15,10 +17,8 @@ from typing import Any
 
 import orjson
 
-from ..errors import DeribitError, InvalidRequestError, error_for_code
-
-MAX_REQUEST_BYTES = 32 * 1024
-"""Deribit refuses frames and POST bodies over 32 kB with -32600."""
+from ..errors import DeribitError, InvalidRequestError, ProtocolError, error_for_code
+from .enums import MAX_REQUEST_BYTES
 
 _dumps = orjson.dumps
 _loads = orjson.loads
@@ -144,16 +144,13 @@ def request_id_of(err: DeribitError) -> Any:
 # ---------------------------------------------------------------- parsing (client side)
 
 
-def channel_of(frame: bytes) -> str | None:
-    """Find a notification's channel in the raw bytes without parsing the whole frame.
-
-    Works on frames produced by Deribit and by :func:`encode_notification` (``"channel":"..."``
-    with no whitespace); returns ``None`` when the pattern is not there.
-    """
-    i = frame.find(b'"channel":"')
-    if i < 0:
-        return None
-    j = frame.find(b'"', i + 11)
-    if j < 0:
-        return None
-    return frame[i + 11 : j].decode()
+def reply_result(msg: Any, method: str | None = None) -> Any:
+    """The ``result`` of a reply already decoded from JSON; raises the :class:`DeribitError` it
+    carries, or :class:`ProtocolError` when it is neither a result nor an error."""
+    if not isinstance(msg, dict):
+        raise ProtocolError("the answer is not a JSON object", method=method)
+    if "error" in msg:
+        raise DeribitError.from_wire(msg["error"], method)
+    if "result" not in msg:
+        raise ProtocolError("an answer without result", method=method)
+    return msg["result"]

@@ -11,9 +11,10 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
+from .enums import PERPETUAL_EXPIRY_MS as PERPETUAL_EXPIRY_MS
+
 MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
 EXPIRY_HOUR_UTC = 8
-PERPETUAL_EXPIRY_MS = 32503708800000  # year 3000, as Deribit
 
 _DATE_RE = re.compile(r"^(\d{1,2})([A-Z]{3})(\d{2})$")
 

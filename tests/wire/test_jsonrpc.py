@@ -1,5 +1,5 @@
 """Unit tests of the JSON-RPC envelope (deribit_kit.wire.jsonrpc): encoders round-trip through orjson,
-parse_request answers Deribit's codes, channel_of finds a notification's channel in raw bytes."""
+parse_request answers Deribit's codes, reply_result reads a reply."""
 
 from __future__ import annotations
 
@@ -10,19 +10,25 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from deribit_kit.errors import DeribitError, InvalidParamsError, InvalidRequestError, RateLimitError
+from deribit_kit.errors import (
+    DeribitError,
+    InvalidParamsError,
+    InvalidRequestError,
+    ProtocolError,
+    RateLimitError,
+)
 from deribit_kit.wire import jsonrpc
 from deribit_kit.wire.jsonrpc import (
     HEARTBEAT,
     MAX_REQUEST_BYTES,
     TEST_REQUEST,
     Request,
-    channel_of,
     encode_error,
     encode_notification,
     encode_request,
     encode_result,
     parse_request,
+    reply_result,
     request_id_of,
 )
 
@@ -99,17 +105,16 @@ def test_encode_error_without_data_or_id() -> None:
     assert msg["error"] == {"message": "Method not found", "code": -32601}
 
 
-# channel names are printable ASCII without quotes or backslashes (channel_of reads them unescaped)
+# channel names are printable ASCII without quotes or backslashes
 channel_names = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E, exclude_characters='"\\'),
                         min_size=1, max_size=40)
 
 
 @given(channel=channel_names, data=json_ids)
-def test_encode_notification_round_trip_and_channel_of(channel: str, data: Any) -> None:
+def test_encode_notification_round_trip(channel: str, data: Any) -> None:
     frame = encode_notification(channel, data)
     msg = orjson.loads(frame)
     assert msg == {"jsonrpc": "2.0", "method": "subscription", "params": {"channel": channel, "data": data}}
-    assert channel_of(frame) == channel
 
 
 def test_heartbeat_frames() -> None:
@@ -205,20 +210,21 @@ def test_request_id_of_plain_error_is_none() -> None:
     assert request_id_of(DeribitError(10028)) is None
 
 
-# ---------------------------------------------------------------- channel_of
+# ---------------------------------------------------------------- reply_result
 
 
-def test_channel_of_deribit_frame() -> None:
-    frame = (b'{"jsonrpc":"2.0","method":"subscription","params":{"channel":"book.BTC-PERPETUAL.100ms",'
-             b'"data":{"change_id":1}}}')
-    assert channel_of(frame) == "book.BTC-PERPETUAL.100ms"
+def test_reply_result_returns_the_result() -> None:
+    assert reply_result({"jsonrpc": "2.0", "id": 1, "result": {"a": 1}}, "public/test") == {"a": 1}
 
 
-@pytest.mark.parametrize("frame", [
-    b'{"jsonrpc":"2.0","id":1,"result":{}}',
-    b'{"params":{"channel": "spaced"}}',  # whitespace after the colon: not the pattern
-    b'{"params":{"channel":"unterminated',
-    b"",
-])
-def test_channel_of_without_the_pattern(frame: bytes) -> None:
-    assert channel_of(frame) is None
+def test_reply_result_raises_the_error() -> None:
+    with pytest.raises(DeribitError) as info:
+        reply_result({"jsonrpc": "2.0", "id": 1, "error": {"code": 10028, "message": "too_many_requests"}}, "m")
+    assert info.value.code == 10028 and info.value.method == "m"
+
+
+@pytest.mark.parametrize("msg", [[], {"jsonrpc": "2.0", "id": 1}])
+def test_reply_result_without_result_is_a_protocol_error(msg: Any) -> None:
+    with pytest.raises(ProtocolError):
+        reply_result(msg, "m")
+
