@@ -580,6 +580,7 @@ class Broker:
                 "broker_age_s": now - self.started_at,
                 "reconnects": self.reconnects, "disconnects": self.disconnects,
                 "rtt_ms": up.get("rtt_ms"), "rate_limited": up.get("rate_limited", 0),
+                "rate_limit_wait_s": up.get("rate_limit_wait_s", 0.0),
                 "subscribe_calls": self.subscribe_calls, "unsubscribe_calls": self.unsubscribe_calls,
                 "book_resyncs": self.book_resyncs, "channels": len(self._channels), "unrouted": self.unrouted,
             },

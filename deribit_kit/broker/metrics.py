@@ -48,6 +48,10 @@ def broker_text(m: dict[str, Any]) -> str:
     p.one("upstream_uptime_seconds", "gauge", "seconds since the upstream (re)connected", up["uptime_s"])
     p.one("upstream_reconnects_total", "counter", "upstream reconnects", up["reconnects"])
     p.one("upstream_rate_limited_total", "counter", "10028 answers (each ends the session)", up["rate_limited"])
+    p.one("upstream_rate_limit_wait_seconds_total", "counter", "seconds sending was held after 10028 answers",
+          up.get("rate_limit_wait_s"))
+    p.metric("upstream_state", "gauge", "1 for the upstream's current state",
+             [({"state": str(up["state"]), "name": str(up.get("name") or "")}, 1)])
     p.one("upstream_rtt_ms", "gauge", "last request round-trip time", up["rtt_ms"])
     p.one("subscribe_calls_total", "counter", "subscribe calls sent upstream", up["subscribe_calls"])
     p.one("book_resyncs_total", "counter", "book resyncs asked of the upstream", up["book_resyncs"])
@@ -70,6 +74,14 @@ def broker_text(m: dict[str, Any]) -> str:
              [({"channel": k}, v["malformed"]) for k, v in books.items()])
     p.metric("book_live", "gauge", "1 when the book is live (synced and its chain intact)",
              [({"channel": k}, v["book_state"] == "live") for k, v in books.items()])
+    p.metric("book_state", "gauge", "1 for the book's current state (syncing, live, resyncing, stale)",
+             [({"channel": k, "state": str(v["book_state"])}, 1) for k, v in books.items()])
+    p.metric("book_changes_total", "counter", "changes applied per book",
+             [({"channel": k}, v.get("changes")) for k, v in books.items()])
+    p.metric("book_crossed_total", "counter", "crossed states seen per book",
+             [({"channel": k}, v.get("crossed")) for k, v in books.items()])
+    p.metric("book_change_id", "gauge", "the book's last change_id",
+             [({"channel": k}, v.get("change_id")) for k, v in books.items()])
     cons = m["consumers"]
     for key, helptext in (("delivered", "messages delivered"), ("dropped", "messages dropped or conflated")):
         p.metric(f"consumer_{key}_total", "counter", helptext,
@@ -109,6 +121,12 @@ def port_text(m: dict[str, Any]) -> str:
              [({"peer": c["peer"]}, c["drops"]) for c in clients])
     p.metric("client_lagging", "gauge", "1 while the client is conflated for being slow",
              [({"peer": c["peer"]}, c["lagging"]) for c in clients])
+    p.metric("client_channels", "gauge", "channels the client is subscribed to",
+             [({"peer": c["peer"]}, c.get("channels")) for c in clients])
+    p.metric("client_snapshots_total", "counter", "book snapshots sent to the client",
+             [({"peer": c["peer"]}, c.get("snapshots")) for c in clients])
+    p.metric("client_age_seconds", "gauge", "seconds since the client connected",
+             [({"peer": c["peer"]}, c.get("age_s")) for c in clients])
     return p.text()
 
 
