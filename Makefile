@@ -27,7 +27,7 @@ sim: $(STAMP)
 	$(VENV)/bin/deribit-kit sim
 
 lint: $(STAMP)
-	$(PY) -m ruff check deribit_kit tests bench dashboards
+	$(PY) -m ruff check deribit_kit tests bench
 	$(PY) -m mypy
 
 test: lint

@@ -1,11 +1,14 @@
 """``deribit-kit demo``: the embedded exchange, the broker's WebSocket port and the dashboards.
 
 One process runs the embedded exchange and a broker (its own upstream client) serving its
-Deribit-compatible port; a ``panel serve`` child process serves ``dashboards/*.py`` and connects
+Deribit-compatible port; a ``panel serve`` child process serves the dashboard scripts shipped in
+:mod:`deribit_kit.ui.dashboards` (package data: it works from a plain wheel install) and connects
 to the exchange as an ordinary client (``DERIBIT_TARGET`` = the exchange's URL, with its demo API
 key in ``DERIBIT_CLIENT_ID``/``DERIBIT_CLIENT_SECRET``). Ctrl-C (or SIGTERM) stops the child, the
-broker port, the client and the exchange, in that order. The child also dies with this process
-(Linux parent-death signal), so nothing is left behind if it is killed.
+broker port, the client and the exchange, in that order. The operations page (``/ops``) reads the
+broker port's ``/metrics`` (its URL in ``DERIBIT_KIT_BROKER_URL``), so it shows the port's clients.
+The child also dies with this process (Linux parent-death signal), so nothing is left behind if it
+is killed.
 
 ``deribit-kit demo --replay DIR`` runs the same on a recording instead of the exchange: the broker
 port serves a replay of it, and the child's ``DERIBIT_TARGET`` is ``replay:DIR`` (each dashboard
@@ -34,17 +37,26 @@ from typing import Any
 import httpx
 
 from ..deribit import Deribit
+from . import dashboards
 
-APPS = ("market", "options", "trading")
+APPS = dashboards.APPS
 READY_TIMEOUT = 90.0
+BROKER_URL_ENV = "DERIBIT_KIT_BROKER_URL"
+"""The broker port's HTTP URL the demo gives the dashboards (the operations page reads its metrics)."""
 
 
 def dashboards_dir() -> Path:
-    """The ``dashboards/`` folder of the source checkout this package runs from."""
-    return Path(__file__).resolve().parents[2] / "dashboards"
+    """The folder of the dashboard scripts inside the installed package."""
+    return dashboards.folder()
+
+
+def package_root() -> Path:
+    """The folder holding the ``deribit_kit`` package this process runs (the child imports the same one)."""
+    return Path(__file__).resolve().parents[2]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on ``host`` right now (the OS's pick)."""
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
@@ -59,6 +71,7 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 
 
 def panel_command(files: list[Path], host: str, port: int) -> list[str]:
+    """The ``panel serve`` command line for ``files`` on ``host:port`` (loopback origins only)."""
     origins = {f"{host}:{port}", f"localhost:{port}", f"127.0.0.1:{port}"}
     cmd = [sys.executable, "-m", "panel", "serve", *map(str, files), "--address", host, "--port", str(port)]
     for origin in sorted(origins):
@@ -98,11 +111,11 @@ async def run_demo(args: argparse.Namespace) -> None:
     from ..sim import Simulator
 
     folder = Path(args.dashboards) if args.dashboards else dashboards_dir()
-    files = [folder / f"{name}.py" for name in APPS]
+    files = dashboards.scripts(folder)
     missing = [str(f) for f in files if not f.exists()]
     if missing:
         raise SystemExit(f"deribit-kit demo: dashboards not found: {', '.join(missing)} "
-                         "(run it from a source checkout, or pass --dashboards DIR)")
+                         "(pass --dashboards DIR with market.py, options.py, trading.py and ops.py)")
     host = args.host
     port = args.port or free_port(host)
 
@@ -129,12 +142,13 @@ async def run_demo(args: argparse.Namespace) -> None:
             env = {k: v for k, v in os.environ.items() if k not in ("DERIBIT_CLIENT_ID", "DERIBIT_CLIENT_SECRET")}
             env["DERIBIT_TARGET"] = f"replay:{replay_dir}?speed={args.speed}"
         server = await BrokerServer(upstream.broker, host, args.broker_port).start()
-        root = str(folder.resolve().parent)
+        env[BROKER_URL_ENV] = server.http_url
+        root = str(package_root())  # the child imports the deribit_kit this process runs
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
         env.pop("BOKEH_RESOURCES", None)  # "cdn" would make the pages reach out to the internet
         log_file = None if args.verbose else tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed below)
             prefix="deribit-kit-demo-", suffix=".log", delete=False)
-        proc = subprocess.Popen(panel_command(files, host, port), cwd=root, env=env,
+        proc = subprocess.Popen(panel_command(files, host, port), env=env,
                                 stdout=log_file, stderr=subprocess.STDOUT if log_file else None,
                                 preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
         base = f"http://{host}:{port}"
@@ -155,6 +169,7 @@ async def run_demo(args: argparse.Namespace) -> None:
         print(f"  Market:    {base}/market")
         print(f"  Options:   {base}/options")
         print(f"  Trading:   {base}/trading")
+        print(f"  Ops:       {base}/ops")
         print(f"  Index:     {base}/")
         print(f"  Broker:    {server.ws_url}   (Deribit-compatible WebSocket, public channels; "
               f"metrics at {server.http_url}/metrics)")
@@ -197,7 +212,7 @@ def add_parser(sub: Any) -> None:
     d.add_argument("--broker-port", type=int, default=0, help="broker WebSocket port (0 picks a free one)")
     d.add_argument("--sim-port", type=int, default=0, help="embedded exchange port (0 picks a free one)")
     d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--dashboards", default=None, help="folder of the dashboard scripts (default: the checkout's)")
+    d.add_argument("--dashboards", default=None, help="folder of the dashboard scripts (default: the package's)")
     d.add_argument("--verbose", action="store_true", help="show panel serve's own log")
     d.add_argument("--replay", default=None, metavar="DIR", help="run on a recording (deribit-kit record) instead")
     d.add_argument("--speed", default="1.0", help="with --replay: max, or a factor of the recorded pace (1.0)")
@@ -216,10 +231,13 @@ class DemoProcess:
 
     READY_LINE = "Ctrl-C stops everything."
 
-    def __init__(self, port: int | None = None, *extra: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, port: int | None = None, *extra: str, env: dict[str, str] | None = None,
+                 python: str | None = None, cwd: str | None = None) -> None:
         self.port = port or free_port()
         self.extra = list(extra)
         self.env = env
+        self.python = python or sys.executable  # another environment's interpreter (a wheel install)
+        self.cwd = cwd
         self.proc: subprocess.Popen[str] | None = None
         self.lines: list[str] = []
         self.urls: dict[str, str] = {}
@@ -245,10 +263,10 @@ class DemoProcess:
         return [int(p) for p in text.split()]
 
     def start(self, timeout: float = READY_TIMEOUT) -> DemoProcess:
-        cmd = [sys.executable, "-m", "deribit_kit.cli", "demo", "--port", str(self.port), *self.extra]
+        cmd = [self.python, "-m", "deribit_kit.cli", "demo", "--port", str(self.port), *self.extra]
         env = {**os.environ, **(self.env or {}), "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                                     cwd=str(dashboards_dir().parent))
+                                     cwd=self.cwd)
         self._reader = threading.Thread(target=self._read, name="demo-output", daemon=True)
         self._reader.start()
         if not self._ready.wait(timeout) or not self.urls:

@@ -29,11 +29,11 @@ def test_demo_serves_dashboards_and_broker_port_and_stops_cleanly() -> None:
     demo = DemoProcess(free_port()).start()
     try:
         urls = demo.urls
-        assert set(urls) >= {"Market", "Options", "Trading", "Index", "Broker", "Exchange"}, demo.output
+        assert set(urls) >= {"Market", "Options", "Trading", "Ops", "Index", "Broker", "Exchange"}, demo.output
         assert all(u.startswith(("http://127.0.0.1:", "ws://127.0.0.1:")) for k, u in urls.items() if k != "Log")
         children = demo.children()
         assert len(children) == 1  # the panel serve process
-        for name in ("Market", "Options", "Trading"):
+        for name in ("Market", "Options", "Trading", "Ops"):
             r = httpx.get(urls[name], timeout=10)
             assert r.status_code == 200 and "bokeh" in r.text.lower(), name
         index = httpx.get(urls["Index"], timeout=10, follow_redirects=True)

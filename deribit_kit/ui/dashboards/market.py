@@ -1,4 +1,4 @@
-"""Market dashboard: `panel serve dashboards/market.py` (or `deribit-kit demo`).
+"""Market dashboard: `panel serve deribit_kit/ui/dashboards/market.py` (or `deribit-kit demo`).
 
 Target from the environment: DERIBIT_TARGET (sim | test | prod | ws://...), DERIBIT_CLIENT_ID/SECRET.
 """

@@ -1,4 +1,4 @@
-"""Options dashboard: `panel serve dashboards/options.py` (or `deribit-kit demo`)."""
+"""Options dashboard: `panel serve deribit_kit/ui/dashboards/options.py` (or `deribit-kit demo`)."""
 
 import panel as pn
 

@@ -1,4 +1,4 @@
-"""Trading dashboard: `panel serve dashboards/trading.py` (or `deribit-kit demo`).
+"""Trading dashboard: `panel serve deribit_kit/ui/dashboards/trading.py` (or `deribit-kit demo`).
 
 Needs an API key in DERIBIT_CLIENT_ID/DERIBIT_CLIENT_SECRET (the demo passes the embedded exchange's).
 """
