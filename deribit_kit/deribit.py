@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 from .broker import Broker, Consumer
@@ -29,9 +30,10 @@ from .client import Client, Methods
 from .config import Settings
 from .errors import DeribitKitError, ValidationError
 from .events import Event
+from .live.candles import LiveCandles
 from .live.livebook import LiveBook
 from .live.portfolio import Portfolio
-from .models import FrameList, Instrument, OrderBookSnapshot
+from .models import Candle, FrameList, Instrument, OrderBookSnapshot
 from .transport.http import HttpTransport
 from .transport.ws import WsTransport
 from .upstream.live import LiveUpstream
@@ -267,6 +269,24 @@ class Deribit(Methods):
         if live:
             return await self.broker.book(instrument)
         return await super().order_book(instrument, depth)
+
+    @overload
+    async def candles(self, instrument: str, resolution: str | int = "1", start: datetime | int | None = None,
+                      end: datetime | int | None = None, *, live: Literal[False] = False) -> FrameList[Candle]: ...
+
+    @overload
+    async def candles(self, instrument: str, resolution: str | int = "1", start: datetime | int | None = None,
+                      end: datetime | int | None = None, *, live: Literal[True]) -> LiveCandles: ...
+
+    async def candles(self, instrument: str, resolution: str | int = "1", start: datetime | int | None = None,
+                      end: datetime | int | None = None, *, live: bool = False) -> FrameList[Candle] | LiveCandles:
+        """OHLCV candles from ``start`` to ``end`` (see :meth:`Methods.candles`), or with ``live=True``
+        a started :class:`~deribit_kit.live.candles.LiveCandles`: the history from ``start`` (else the
+        last 200 periods) plus the open candle from ``chart.trades.{instrument}.{resolution}``,
+        updated in place (``await live.close()`` leaves the channel)."""
+        if live:
+            return await LiveCandles(self, instrument, resolution, start=start).start()
+        return await super().candles(instrument, resolution, start, end)
 
     # ------------------------------------------------------------ streams and live objects
     @property

@@ -195,3 +195,17 @@ def book_messages(url: str, channel: str, count: int, timeout: float = 15.0) -> 
             elif msg.get("method") == "subscription" and msg["params"]["channel"] == channel:
                 seen.append(msg["params"]["data"])
     return seen
+
+
+class ManualClock:
+    """A clock that moves only when told (seconds since the epoch), for ``Simulator(clock=...)``
+    with ``autostep=False``: the test decides when time passes."""
+
+    def __init__(self, ms: int) -> None:
+        self.t = ms / 1000
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds

@@ -19,6 +19,8 @@ from deribit_kit.models import (
     AuthResult,
     BookStats,
     BookSummary,
+    Candle,
+    ChartData,
     Currency,
     FrameList,
     Greeks,
@@ -852,6 +854,8 @@ SCHEMAS: dict[type[Model], typing.Callable[[], dict[str, Any]]] = {
         _resolve(_ptr("#/notifications/user_portfolio_notification")),
     ),
     AuthResult: lambda: _result("/public/auth"),
+    Candle: lambda: _resolve(_ptr("#/notifications/trade_chart_notification")),  # chart.trades.*
+    ChartData: lambda: _result("/public/get_tradingview_chart_data"),
 }
 
 # Model fields that the current spec does not list, each with its reason.
@@ -897,6 +901,8 @@ ALL_MODELS = [
     Position,
     AccountSummary,
     AuthResult,
+    Candle,
+    ChartData,
 ]
 
 
@@ -991,3 +997,52 @@ def test_only_spec_required_fields_are_required(model: type[Model]) -> None:
     ours = {f.encode_name for f in msgspec.structs.fields(model) if f.required}
     extra = ours - spec_required - EXTRA_REQUIRED.get(model, set())
     assert not extra, f"{model.__name__} requires fields Deribit may omit: {sorted(extra)}"
+
+
+# --------------------------------------------------------------------------------------------
+# candles (public/get_tradingview_chart_data, chart.trades.{instrument}.{resolution})
+
+CHART_DATA: dict[str, Any] = {  # Deribit's documented example, shortened to three candles
+    "volume": [19.007942601, 20.095877981, 0.0],
+    "ticks": [1554373800000, 1554375600000, 1554377400000],
+    "status": "ok",
+    "open": [4963.42, 4986.29, 5000.0],
+    "low": [4963.42, 4973.93, 5000.0],
+    "high": [4999.25, 5002.66, 5000.0],
+    "cost": [94514.0, 100144.0, 0],
+    "close": [4986.29, 4985.25, 5000.0],
+}
+
+
+def test_chart_data_columns_become_candles() -> None:
+    data = convert(CHART_DATA, ChartData)
+    candles = data.candles()
+    assert isinstance(candles, FrameList) and len(candles) == 3
+    first = candles[0]
+    assert first == Candle(tick=1554373800000, open=4963.42, high=4999.25, low=4963.42, close=4986.29,
+                           volume=19.007942601, cost=94514.0)
+    assert first.time == datetime(2019, 4, 4, 10, 30, tzinfo=UTC)
+    assert candles[2].volume == 0.0 and candles[2].cost == 0.0  # a filler
+    frame = data.to_frame()
+    assert list(frame.columns) == ["tick", "open", "high", "low", "close", "volume", "cost", "time"]
+    assert frame["close"].tolist() == CHART_DATA["close"]
+    assert isinstance(frame["time"].dtype, pd.DatetimeTZDtype) and str(frame["time"].dt.tz) == "UTC"
+
+
+def test_chart_data_without_candles() -> None:
+    empty = convert({"status": "no_data", "ticks": [], "open": [], "high": [], "low": [], "close": [],
+                     "volume": [], "cost": []}, ChartData)
+    assert empty.status == "no_data" and empty.candles() == []
+    frame = empty.to_frame()
+    assert len(frame) == 0 and "close" in frame.columns and "time" in frame.columns
+    with pytest.raises(ProtocolError, match="unequal"):
+        convert({**CHART_DATA, "close": [1.0]}, ChartData).candles()
+
+
+def test_chart_trades_message_is_a_candle() -> None:
+    msg = {"tick": 1554373800000, "open": 4963.42, "high": 4999.25, "low": 4963.42, "close": 4986.29,
+           "volume": "19.007942601", "cost": 94514}  # numbers as strings and ints are read too
+    c = decode(json.dumps(msg).encode(), Candle)
+    assert c.volume == 19.007942601 and c.cost == 94514.0 and isinstance(c.cost, float)
+    with pytest.raises(ProtocolError):
+        convert({"tick": 1, "open": 1.0}, Candle)

@@ -50,6 +50,7 @@ DERIBIT_METHODS = [
     "call",
     "cancel",
     "cancel_all",
+    "candles",
     "close",
     "close_position",
     "connect",

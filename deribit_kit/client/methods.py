@@ -9,11 +9,15 @@ idempotently by label (:mod:`deribit_kit.client.placement`).
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
+from ..errors import ValidationError
 from ..models import (
     AccountSummary,
     BookSummary,
+    Candle,
+    ChartData,
     Currency,
     FrameList,
     IndexPrice,
@@ -28,10 +32,14 @@ from ..models import (
     convert,
     convert_list,
 )
+from ..wire.channels import chart_resolution, chart_resolution_ms
 from .placement import PlacedOrder, place
 from .rules import check_amount, check_price, order_params
 
-__all__ = ["Methods"]
+__all__ = ["DEFAULT_CANDLES", "Methods"]
+
+DEFAULT_CANDLES = 200
+"""How many periods :meth:`Methods.candles` asks for when no ``start`` is given."""
 
 
 class Methods:
@@ -102,6 +110,26 @@ class Methods:
         page = await self.call("public/get_last_trades_by_instrument", instrument_name=instrument, count=count,
                                sorting=sorting)
         return convert_list(page["trades"], PublicTrade)
+
+    async def candles(self, instrument: str, resolution: str | int = "1", start: datetime | int | None = None,
+                      end: datetime | int | None = None) -> FrameList[Candle]:
+        """OHLCV candles of ``instrument`` (``public/get_tradingview_chart_data``), oldest first.
+
+        ``resolution`` is one of Deribit's: ``1, 3, 5, 10, 15, 30, 60, 120, 180, 360, 720`` minutes
+        or ``"1D"``. ``start`` and ``end`` are datetimes (naive ones are UTC) or milliseconds;
+        ``end`` defaults to the exchange's time and ``start`` to :data:`DEFAULT_CANDLES` periods
+        before it. Periods without trades come as filler candles (the previous close, no volume);
+        ``to_frame()`` gives one row per candle with a ``time`` column.
+        """
+        try:
+            res = chart_resolution(resolution)
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from None
+        end_ms = _ms(end) if end is not None else await self.get_time()
+        start_ms = _ms(start) if start is not None else end_ms - DEFAULT_CANDLES * chart_resolution_ms(res)
+        result = await self.call("public/get_tradingview_chart_data", instrument_name=instrument,
+                                 start_timestamp=start_ms, end_timestamp=end_ms, resolution=res)
+        return convert(result, ChartData).candles()
 
     async def book_summary(self, currency: str, kind: str | None = None) -> FrameList[BookSummary]:
         """One summary row per instrument of ``currency`` (``public/get_book_summary_by_currency``)."""
@@ -203,6 +231,13 @@ class Methods:
         if price is not None:
             params["price"] = check_price(await self.instrument(instrument), price, strict=strict)
         return convert(await self.call("private/close_position", params), OrderResult)
+
+
+def _ms(when: datetime | int) -> int:
+    """Milliseconds since the epoch of a datetime (naive: UTC) or of milliseconds already."""
+    if isinstance(when, datetime):
+        return int((when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp() * 1000)
+    return int(when)
 
 
 def _opt(**params: Any) -> dict[str, Any]:

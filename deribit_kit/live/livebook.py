@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from ..events import Event
+from ._common import versions
 from .orderbook import LIVE, OrderBook
 
 __all__ = ["LiveBook"]
@@ -85,15 +86,7 @@ class LiveBook:
         return data
 
     def __aiter__(self) -> AsyncIterator[LiveBook]:
-        return self._iterate()
-
-    async def _iterate(self) -> AsyncIterator[LiveBook]:
-        seen = -1
-        while True:
-            if self.version <= seen:
-                await self.wait_version(seen)
-            seen = self.version
-            yield self
+        return versions(self)
 
     def __getattr__(self, name: str) -> Any:
         if name == "book":  # not yet set (during __init__)

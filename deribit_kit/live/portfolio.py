@@ -27,6 +27,7 @@ import pandas as pd
 from ..errors import DeribitKitError
 from ..events import Event
 from ..models import AccountSummary, FrameList, Order, Position, UserTrade, convert, convert_list
+from ._common import Once
 
 log = logging.getLogger("deribit_kit.live.portfolio")
 
@@ -80,25 +81,14 @@ class Portfolio:
         self._sub: Any = None  # broker consumers
         self._changes_sub: Any = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._started: asyncio.Future[None] | None = None
+        self._started = Once()
         self._refresh: asyncio.Task[None] | None = None
         self._refresh_again = False
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> Portfolio:
         """Subscribe and load the state from REST (once; later calls wait for the first)."""
-        if self._started is None:
-            self._started = asyncio.get_running_loop().create_future()
-            try:
-                await self._start()
-            except BaseException as exc:
-                self._started.set_exception(exc)
-                self._started.exception()  # retrieved: the caller gets it
-                self._started = None
-                raise
-            self._started.set_result(None)
-        else:
-            await asyncio.shield(self._started)
+        await self._started.run(self._start)
         return self
 
     async def _start(self) -> None:

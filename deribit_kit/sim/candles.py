@@ -31,23 +31,20 @@ from array import array
 from dataclasses import dataclass, field
 from typing import Any
 
-RESOLUTIONS: tuple[str, ...] = ("1", "3", "5", "10", "15", "30", "60", "120", "180", "360", "720", "1D")
+from ..wire.channels import CHART_RESOLUTIONS, chart_resolution_ms
+
+RESOLUTIONS: tuple[str, ...] = CHART_RESOLUTIONS
 """The resolutions Deribit offers, as its ``resolution`` param spells them (minutes, or ``1D``)."""
 MAX_CANDLES = 1000
 """Traded candles kept per instrument and resolution; the oldest is dropped beyond this."""
 MAX_RESULT = 5000
 """Candles in one ``get_tradingview_chart_data`` answer at most (the newest of the range)."""
 
-_DAY_MS = 86_400_000
-
-
 def resolution_ms(resolution: str) -> int:
     """The length of one period of ``resolution`` (``"1"`` ... ``"720"`` minutes, ``"1D"``) in ms."""
-    if resolution == "1D":
-        return _DAY_MS
     if resolution not in RESOLUTIONS:
         raise ValueError(f"unknown resolution {resolution!r}; one of {', '.join(RESOLUTIONS)}")
-    return int(resolution) * 60_000
+    return chart_resolution_ms(resolution)
 
 
 def period_start(timestamp_ms: int, resolution: str) -> int:

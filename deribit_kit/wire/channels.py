@@ -119,6 +119,28 @@ def trades_channel(instrument: str, interval: str = "100ms") -> str:
     return f"trades.{instrument}.{interval}"
 
 
+def chart_resolution(value: str | int) -> str:
+    """A candle resolution as Deribit spells it (one of :data:`CHART_RESOLUTIONS`): ``60`` and
+    ``"60"`` -> ``"60"``; ``"1D"``, ``"1d"`` and ``1440`` -> ``"1D"``. :class:`ValueError` otherwise."""
+    text = str(value).strip()
+    if text.upper() == "1D" or text == "1440":
+        return "1D"
+    if text not in CHART_RESOLUTIONS:
+        raise ValueError(f"unknown candle resolution {value!r}; one of {', '.join(CHART_RESOLUTIONS)}")
+    return text
+
+
+def chart_resolution_ms(resolution: str | int) -> int:
+    """The length of one candle of ``resolution`` in milliseconds (``"1D"``: a UTC day)."""
+    res = chart_resolution(resolution)
+    return 86_400_000 if res == "1D" else int(res) * 60_000
+
+
+def chart_channel(instrument: str, resolution: str | int = "1") -> str:
+    """``chart.trades.{instrument}.{resolution}``."""
+    return f"chart.trades.{instrument}.{chart_resolution(resolution)}"
+
+
 MAX_CHANNELS_PER_CALL = 100
 """Channels per subscribe call the kit sends (Deribit publishes no limit; the embedded exchange takes 500)."""
 MAX_CALL_BYTES = 32 * 1024 - 512

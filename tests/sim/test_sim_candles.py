@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from conftest import RawPeer, authenticate, connect_peer
+from conftest import ManualClock, RawPeer, authenticate, connect_peer
 
 from deribit_kit.sim import Simulator
 from deribit_kit.sim.candles import (
@@ -25,19 +25,6 @@ from deribit_kit.sim.candles import (
 PERP = "BTC-PERPETUAL"
 MIN = 60_000
 T0 = int(datetime(2025, 1, 6, 12, 0, tzinfo=UTC).timestamp() * 1000)  # a multiple of every resolution
-
-
-class FakeClock:
-    """A settable clock (seconds since the epoch) for ``Simulator(clock=...)``."""
-
-    def __init__(self, ms: int) -> None:
-        self.t = ms / 1000
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
 
 
 # ---------------------------------------------------------------- the pure store
@@ -201,7 +188,7 @@ def check_against_trades(data: dict[str, Any], trades: list[dict[str, Any]], res
 
 
 async def test_chart_data_matches_the_exchanges_own_trades() -> None:
-    clock = FakeClock(T0 + 30_000)
+    clock = ManualClock(T0 + 30_000)
     async with Simulator(seed=7, clock=clock, autostep=False, rate_limits=False, trade_rate=2.0) as sim:
         p = await connect_peer(sim.ws_url)
         try:
@@ -257,7 +244,7 @@ async def test_chart_data_params_as_deribit_checks_them(peer: RawPeer) -> None:
 
 
 async def test_chart_trades_channel_open_candle_then_fillers() -> None:
-    clock = FakeClock(T0 + 1_000)
+    clock = ManualClock(T0 + 1_000)
     async with Simulator(seed=3, clock=clock, autostep=False, rate_limits=False, trade_rate=4.0) as sim:
         p = await connect_peer(sim.ws_url)
         try:
