@@ -1,0 +1,604 @@
+"""``KafkaSource``: the topics a :class:`~deribit_kit.sinks.kafka.KafkaSink` writes, as the broker's
+upstream — books, chains, consumers, dashboards and the Deribit port on another machine.
+
+    source = await KafkaSource("kafka:9092", "deribit").start()
+    broker = Broker(source)
+    book = await broker.book("BTC-PERPETUAL")        # bootstrapped from deribit.book.snapshots
+
+Where a message arrives: one worker thread polls librdkafka (``Consumer.poll``/``consume``, assigned
+to every partition of the prefix's topics: no consumer group to wait for) and hands each batch to
+the loop; :meth:`KafkaSource._on_batch` decodes each value (:func:`deribit_kit.pipeline.schema.decode`:
+a malformed or unknown-version value is counted, logged and skipped), checks the sink's numbering of
+its partition (a jump is lost messages: the books of that partition resync; a repeat is a duplicate)
+and folds book messages into each channel's :class:`~deribit_kit.pipeline.continuity.BookContinuity`.
+What the rules forward leaves through the broker's sink ``sink(channel, data, raw)``, ``raw`` a
+Deribit notification frame around the exchange's ``data`` bytes.
+
+* **bootstrap**: at start the compacted topics are read from their beginning (instruments, the
+  channels the sink publishes, the latest snapshot per instrument with its offset in
+  ``{prefix}.book``); the family topics are read from their end. A book subscribed then (or any
+  time later) seeks its partition of ``{prefix}.book`` back to its latest snapshot and replays
+  that partition for it alone up to where the others are: its book is exact without reading the
+  topic from offset 0.
+* **continuity**: a book waits for a snapshot; changes chain by ``prev_change_id``; duplicates
+  (``change_id`` not newer, a repeated sequence number) are ignored; a broken chain reaches the
+  broker as it came (its book counts the gap and resyncs), and a ``gap``, ``resync`` or
+  ``epoch_end`` marker of the sink, or lost messages of a partition, make the book resync
+  (``interrupted``); the next snapshot on the topic serves it.
+* **resync** asks nothing of the sink: the sink writes snapshots every N changes or T seconds
+  and after every gap.
+* **lookups**: instruments from ``{prefix}.instruments`` (as of now: expired ones leave, so remote
+  option chains follow the calendar), index prices and tickers from their topics,
+  ``public/get_order_book`` from the broker's live book (:attr:`KafkaSource.book_source`);
+  ``private/*`` is refused: a topic has no account.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import msgspec
+import orjson
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from ..errors import DeribitKitError, error_for_code, invalid_params
+from ..events import Event
+from ..models import Instrument
+from ..pipeline import continuity as cont
+from ..pipeline import schema
+from ..pipeline.murmur2 import partition_for
+from ..transport.kafka import KafkaUnavailable, pipeline_topics
+from ..wire.channels import ChannelError, parse_channel
+from .protocol import Sink
+
+__all__ = ["KafkaSource", "parse_kafka_url"]
+
+log = logging.getLogger("deribit_kit.upstream.kafka")
+
+API_VERSION = "1.2.26"
+REPORTED = 20  # malformed messages logged one by one; past that, counted
+
+
+def parse_kafka_url(url: str) -> tuple[str, str]:
+    """``kafka://HOST:PORT[,HOST:PORT...]/PREFIX`` -> (bootstrap, prefix); the prefix defaults to ``deribit``."""
+    if not url.startswith("kafka://"):
+        raise ValueError(f"not a kafka:// URL: {url!r}")
+    rest = url[len("kafka://"):]
+    bootstrap, _, prefix = rest.partition("/")
+    if not bootstrap:
+        raise ValueError(f"{url!r}: no bootstrap address")
+    return bootstrap, prefix.strip("/") or "deribit"
+
+
+class _Sub:
+    """A subscribed channel: where its messages are, and (books) its chain."""
+
+    __slots__ = ("book", "chain", "name", "partition")
+
+    def __init__(self, name: str, book: bool, partition: int) -> None:
+        self.name = name
+        self.book = book
+        self.partition = partition
+        self.chain = cont.BookContinuity() if book else None
+
+
+class KafkaSource:
+    """The pipeline's topics as an :class:`~deribit_kit.upstream.Upstream` (see the module docs)."""
+
+    def __init__(self, bootstrap: str, prefix: str = "deribit", *, fetch_wait_ms: int = 10,
+                 bootstrap_timeout: float = 15.0, config: dict[str, Any] | None = None,
+                 name: str | None = None) -> None:
+        self.bootstrap = bootstrap
+        self.prefix = prefix
+        self.topics = schema.topics(prefix)
+        self.name = name or f"kafka {bootstrap}/{prefix}"
+        self.bootstrap_timeout = bootstrap_timeout
+        self.config: dict[str, Any] = {
+            "bootstrap.servers": bootstrap, "group.id": f"deribit-kit-{os.urandom(4).hex()}",
+            "enable.auto.commit": False, "auto.offset.reset": "earliest", "enable.partition.eof": True,
+            "fetch.wait.max.ms": fetch_wait_ms, "statistics.interval.ms": 1000, "log_level": 3,
+            "reconnect.backoff.ms": 50, "reconnect.backoff.max.ms": 1000, **(config or {}),
+        }
+        self.connected = Event("connected")
+        self.disconnected = Event("disconnected")
+        self.interrupted = Event("interrupted")  # (channels, gap): a marker or lost messages of these books
+        self.book_source: Callable[[str], dict[str, Any] | None] | None = None
+        self._sink: Sink | None = None
+        self._state = "new"
+        self._epoch = 1
+        self._subs: dict[str, _Sub] = {}
+        self._by_part: dict[int, set[str]] = {}  # book partition -> subscribed book channels
+        self._seqs: dict[tuple[str, int], cont.PartitionSequence] = {}
+        self._nparts: dict[str, int] = {}
+        self._instruments: dict[str, Instrument] = {}
+        self._published: dict[str, bool] = {}  # channel -> the sink publishes it (from {prefix}.channels)
+        self._snaps: dict[str, tuple[str, int, int]] = {}  # instrument -> (channel, partition, offset) of its snapshot
+        self._tickers: dict[str, Any] = {}
+        self._index: dict[str, float] = {}
+        self._replay: dict[int, tuple[int, set[str]]] = {}  # book partition -> (until offset, catching channels)
+        self._seeks: list[tuple[int, int, str]] = []  # (partition, offset, channel) for the worker
+        self._eof: set[tuple[str, int]] = set()
+        self._compacted: set[tuple[str, int]] = set()
+        self._bootstrapped = asyncio.Event()
+        self._lags: dict[str, int] = {}
+        self._consumer: Consumer | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._down = False
+        # counters
+        self.messages = 0
+        self.bytes = 0
+        self.forwarded = 0
+        self.kinds: dict[str, int] = {}
+        self.malformed = 0
+        self.unknown_version = 0
+        self.duplicates = 0
+        self.lost = 0
+        self.breaks = 0
+        self.interrupts = 0
+        self.resyncs_asked = 0
+        self.catch_ups = 0
+        self.errors = 0
+        self.last_malformed: str | None = None
+
+    # ------------------------------------------------------------ the protocol
+    @property
+    def state(self) -> str:
+        return self._state
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch
+
+    @property
+    def authenticated(self) -> bool:
+        return False
+
+    @property
+    def channels(self) -> frozenset[str]:
+        return frozenset(self._subs)
+
+    def set_sink(self, sink: Sink | None) -> None:
+        if sink is not None and self._sink is not None and sink != self._sink:
+            raise DeribitKitError("this Kafka source already feeds a broker: share that broker")
+        self._sink = sink
+
+    async def subscribe(self, channels: list[str]) -> list[str]:
+        """Every public channel is accepted (it is served once the sink publishes it); a book
+        starts from its latest snapshot on the topic."""
+        if self._state == "new":
+            await self.start()
+        accepted = []
+        book_parts = self._nparts.get(self.topics["book"]) or 1
+        for ch in dict.fromkeys(channels):
+            try:
+                info = parse_channel(ch)
+            except ChannelError:
+                continue
+            if info.user:
+                continue
+            accepted.append(ch)
+            if ch in self._subs:
+                continue
+            book = info.family == "book"
+            key = schema.channel_key(ch).encode()
+            nparts = book_parts if book else self._nparts.get(schema.family_topic(self.prefix, ch), 1)
+            part = partition_for(key, nparts)
+            self._subs[ch] = _Sub(ch, book, part)
+            if book:
+                self._by_part.setdefault(part, set()).add(ch)
+                self._catch_up(ch)
+        return accepted
+
+    def _catch_up(self, ch: str) -> None:
+        """Seek the book's partition back to its latest snapshot (the worker does it before its next poll)."""
+        found = self._snaps.get(schema.channel_key(ch))
+        if found is None or found[0] != ch:
+            return  # no snapshot on the topic yet: the next one serves it
+        _, part, offset = found
+        self._seeks.append((part, offset, ch))
+        self.catch_ups += 1
+
+    async def unsubscribe(self, channels: list[str]) -> None:
+        for ch in channels:
+            sub = self._subs.pop(ch, None)
+            if sub is not None and sub.book:
+                self._by_part.get(sub.partition, set()).discard(ch)
+
+    async def resync(self, channels: list[str]) -> None:
+        """Nothing to ask on the wire: the sink's next snapshot serves each book."""
+        self.resyncs_asked += 1
+        for ch in channels:
+            sub = self._subs.get(ch)
+            if sub is not None and sub.chain is not None and sub.chain.state == cont.LIVE:
+                sub.chain.interrupt()
+
+    async def instruments(self, currency: str = "any", kind: str | None = None) -> list[Instrument]:
+        now = int(time.time() * 1000)
+        out = []
+        for name, inst in sorted(self._instruments.items()):
+            if currency not in ("any", None) and currency not in (inst.base_currency, inst.settlement_currency,
+                                                                 inst.counter_currency):
+                continue
+            if kind not in (None, "any") and inst.kind != kind:
+                continue
+            if inst.expiration_timestamp <= now or self._published.get(f"book.{name}.100ms") is False:
+                continue
+            out.append(inst)
+        return out
+
+    async def instrument(self, name: str) -> Instrument:
+        inst = self._instruments.get(name)
+        if inst is None:
+            why = f"not on {self.topics['instruments']}"
+            raise error_for_code(13020, data={"param": "instrument_name", "reason": why},
+                                 method="public/get_instrument")
+        return inst
+
+    def cached_instrument(self, name: str) -> Instrument | None:
+        return self._instruments.get(name)
+
+    async def index_price(self, index_name: str) -> float:
+        value = self._index.get(index_name)
+        if value is None:
+            raise DeribitKitError(f"no deribit_price_index.{index_name} on {self.prefix}.price_index yet (publish that "
+                                  "channel to pick strikes around the index)")
+        return value
+
+    async def call(self, method: str, params: dict[str, Any] | None = None, *, timeout: float | None = None) -> Any:
+        p = params or {}
+        if method == "public/get_time":
+            return int(time.time() * 1000)
+        if method in ("public/test", "public/hello"):
+            return {"version": API_VERSION}
+        if method == "public/status":
+            return {"locked": "false", "locked_indices": []}
+        if method == "public/get_instruments":
+            insts = await self.instruments(str(p.get("currency", "any")), p.get("kind"))
+            return [msgspec.to_builtins(i) for i in insts]
+        if method == "public/get_instrument":
+            return msgspec.to_builtins(await self.instrument(_name(p)))
+        if method == "public/ticker":
+            name = _name(p)
+            if name in self._tickers:
+                return self._tickers[name]
+            raise error_for_code(13020, data={"param": "instrument_name", "reason": f"no ticker of {name} on the topic "
+                                              "yet"}, method=method)
+        if method == "public/get_index_price":
+            index = p.get("index_name")
+            if not isinstance(index, str):
+                raise invalid_params("index_name", "required")
+            price = await self.index_price(index)
+            return {"index_price": price, "estimated_delivery_price": price}
+        if method == "public/get_order_book":
+            name = _name(p)
+            snap = self.book_source(name) if self.book_source is not None else None
+            if snap is None:
+                raise error_for_code(13020, data={"param": "instrument_name", "reason": f"no live book of {name}: "
+                                                  f"subscribe book.{name}.100ms"}, method=method)
+            n = p.get("depth") if isinstance(p.get("depth"), int) else None
+            bids = [[px, a] for _, px, a in snap["bids"]][:n]
+            asks = [[px, a] for _, px, a in snap["asks"]][:n]
+            return {"instrument_name": name, "timestamp": snap["timestamp"], "change_id": snap["change_id"],
+                    "state": "open", "bids": bids, "asks": asks,
+                    "best_bid_price": bids[0][0] if bids else None, "best_bid_amount": bids[0][1] if bids else 0.0,
+                    "best_ask_price": asks[0][0] if asks else None, "best_ask_amount": asks[0][1] if asks else 0.0}
+        raise error_for_code(-32601, data={"reason": "a Kafka source answers public lookups and refuses private "
+                                                     "methods (a topic has no account)"}, method=method)
+
+    # ------------------------------------------------------------ lifecycle
+    async def start(self) -> KafkaSource:
+        """Assign the topics, read the compacted ones to their end (instruments, channels, snapshots)."""
+        if self._state != "new":
+            await asyncio.wait_for(self._bootstrapped.wait(), self.bootstrap_timeout)
+            return self
+        self._state = "connecting"
+        loop = asyncio.get_running_loop()
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="deribit-kit-kafka-source")
+        conf = {**self.config, "error_cb": self._on_error_threaded, "stats_cb": self._on_stats}
+        try:
+            self._consumer = Consumer(conf)
+            await loop.run_in_executor(self._pool, self._assign)
+        except KafkaException as exc:
+            self._state = "closed"
+            raise KafkaUnavailable(f"Kafka at {self.bootstrap} did not answer: {exc}") from None
+        self._loop = loop
+        self._task = loop.create_task(self._run())
+        try:
+            await asyncio.wait_for(self._bootstrapped.wait(), self.bootstrap_timeout)
+        except TimeoutError:
+            log.warning("kafka source %s: the compacted topics were not read to their end within %.0f s; going on",
+                        self.name, self.bootstrap_timeout)
+            self._bootstrapped.set()
+        self._state = "open"
+        return self
+
+    def _assign(self) -> None:
+        """(worker) Assign every partition: compacted topics from the beginning, the others from the end."""
+        assert self._consumer is not None
+        md = self._consumer.list_topics(timeout=self.bootstrap_timeout)
+        plain, compacted = pipeline_topics(self.prefix)
+        tps = []
+        for topic in (*plain, *compacted):
+            meta = md.topics.get(topic)
+            if meta is None or meta.error is not None:
+                continue
+            n = len(meta.partitions)
+            self._nparts[topic] = n
+            start = OFFSET_BEGINNING if topic in compacted else OFFSET_END
+            for p in range(n):
+                tps.append(TopicPartition(topic, p, start))
+                if topic in compacted:
+                    self._compacted.add((topic, p))
+        if self.topics["book"] not in self._nparts:
+            raise KafkaException(KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART,
+                                            f"no topic {self.topics['book']}: start a sink on this prefix first"))
+        self._consumer.assign(tps)
+
+    def _fetch(self) -> list[Message]:
+        """(worker) Apply pending seeks, then one batch (waits at most 50 ms for the first message)."""
+        c = self._consumer
+        assert c is not None
+        seeks, self._seeks = self._seeks, []
+        book = self.topics["book"]
+        for part, offset, ch in seeks:
+            pos = c.position([TopicPartition(book, part)])[0].offset
+            rep = self._replay.get(part)
+            until = pos if pos >= 0 else None
+            if rep is not None:
+                until = max(rep[0], until or 0)
+            target = offset if pos < 0 or offset < pos else None
+            if target is None:
+                continue  # the snapshot is ahead of the position: it will be read in order
+            chans = (rep[1] if rep is not None else set()) | {ch}
+            if until is not None:
+                self._replay[part] = (until, chans)
+            c.seek(TopicPartition(book, part, target))
+        first = c.poll(0.05)
+        if first is None:
+            return []
+        return [first, *c.consume(2000, 0)]
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        assert self._pool is not None
+        while True:
+            try:
+                batch = await loop.run_in_executor(self._pool, self._fetch)
+            except KafkaException as exc:
+                self.errors += 1
+                log.warning("kafka source %s: %s", self.name, exc)
+                await asyncio.sleep(0.5)
+                continue
+            except RuntimeError:  # the consumer was closed under us
+                return
+            if batch:
+                self._on_batch(batch)
+            else:
+                await asyncio.sleep(0)
+
+    # ------------------------------------------------------------ the hot path
+    def _on_batch(self, batch: list[Message]) -> None:
+        book_topic = self.topics["book"]
+        for msg in batch:
+            err = msg.error()
+            topic = msg.topic() or ""
+            part = msg.partition() or 0
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    self._eof.add((topic, part))
+                    if not self._bootstrapped.is_set() and self._compacted <= self._eof:
+                        self._bootstrapped.set()
+                else:
+                    self.errors += 1
+                    log.warning("kafka source %s: %s [%s]: %s", self.name, topic, part, err.str())
+                continue
+            value = msg.value()
+            self.messages += 1
+            self.bytes += len(value or b"")
+            offset = msg.offset() or 0
+            rep = self._replay.get(part) if topic == book_topic else None
+            if rep is not None and offset >= rep[0]:
+                del self._replay[part]
+                rep = None
+            try:
+                env = schema.decode(value)
+            except schema.SchemaError as exc:
+                self._malformed(topic, part, offset, exc)
+                continue
+            kind = env.kind
+            self.kinds[kind] = self.kinds.get(kind, 0) + 1
+            if rep is not None:  # replaying this partition for the books catching up, only them
+                if env.channel in rep[1]:
+                    self._book(env, self._subs.get(env.channel))
+                continue
+            seq = self._seqs.get((topic, part))
+            if seq is None:
+                seq = self._seqs[(topic, part)] = cont.PartitionSequence()
+            missed = seq.see(env.sid, env.seq)
+            if missed < 0:
+                self.duplicates += 1
+                continue
+            if missed and topic == book_topic:
+                self.lost += missed
+                log.warning("kafka source %s: %d message(s) of %s [%d] are missing before offset %d: its books resync",
+                            self.name, missed, topic, part, offset)
+                self._interrupt(sorted(self._by_part.get(part, ())), True)
+            if topic == book_topic:
+                self._book(env, self._subs.get(env.channel))
+            elif topic == self.topics["snapshots"]:
+                src = env.extra.get("src")
+                if isinstance(src, list) and len(src) == 2 and all(type(x) is int for x in src):
+                    self._snaps[schema.channel_key(env.channel)] = (env.channel, src[0], src[1])
+            elif topic == self.topics["instruments"]:
+                self._instrument(env, topic, part, offset)
+            elif topic == self.topics["channels"]:
+                if type(env.data) is dict:
+                    self._published[env.channel] = bool(env.data.get("on"))
+            else:
+                self._other(env)
+
+    def _book(self, env: schema.Envelope, sub: _Sub | None) -> None:
+        if sub is None or sub.chain is None:
+            return
+        chain = sub.chain
+        kind = env.kind
+        if kind == "change":
+            verdict = chain.change(env.data, env.epoch)
+        elif kind == "snapshot":
+            verdict = chain.snapshot(env.data, env.epoch)
+        elif kind in schema.MARKERS:
+            if chain.interrupt() == cont.INTERRUPT:
+                self.interrupts += 1
+                self.interrupted.emit([sub.name], kind == "gap")
+            return
+        else:
+            return
+        if verdict == cont.DUPLICATE:
+            self.duplicates += 1
+            return
+        if verdict in (cont.FORWARD, cont.BREAK):
+            if verdict == cont.BREAK:
+                self.breaks += 1
+            self._forward(env)
+
+    def _forward(self, env: schema.Envelope) -> None:
+        sink = self._sink
+        if sink is None:
+            return
+        raw = schema.notification_frame(env.channel, env.data_bytes) if env.data_bytes is not None else None
+        self.forwarded += 1
+        sink(env.channel, env.data, raw)
+
+    def _other(self, env: schema.Envelope) -> None:
+        if env.kind != "data":
+            return
+        data = env.data
+        try:
+            info = parse_channel(env.channel)
+        except ChannelError:
+            return
+        if info.family == "ticker" and type(data) is dict and info.instrument:
+            self._tickers[info.instrument] = data
+        elif info.family == "price_index" and type(data) is dict and info.index_name:
+            price = data.get("price")
+            if isinstance(price, int | float):
+                self._index[info.index_name] = float(price)
+        if env.channel in self._subs:
+            self._forward(env)
+
+    def _instrument(self, env: schema.Envelope, topic: str, part: int, offset: int) -> None:
+        try:
+            inst = msgspec.convert(env.data, Instrument)
+        except (msgspec.ValidationError, TypeError) as exc:
+            self._malformed(topic, part, offset, schema.SchemaError(f"not an instrument ({exc})"))
+            return
+        self._instruments[inst.instrument_name] = inst
+
+    def _interrupt(self, channels: list[str], gap: bool) -> None:
+        hit = []
+        for ch in channels:
+            sub = self._subs.get(ch)
+            if sub is not None and sub.chain is not None and sub.chain.interrupt() == cont.INTERRUPT:
+                hit.append(ch)
+        if hit:
+            self.interrupts += len(hit)
+            self.interrupted.emit(hit, gap)
+
+    def _malformed(self, topic: str, part: int, offset: int, exc: schema.SchemaError) -> None:
+        if exc.version is not None:
+            self.unknown_version += 1
+        else:
+            self.malformed += 1
+        n = self.malformed + self.unknown_version
+        self.last_malformed = f"{topic} [{part}] @{offset}: {exc}"
+        if n <= REPORTED:
+            log.warning("kafka source %s: skipped %s", self.name, self.last_malformed)
+        elif n == REPORTED + 1:
+            log.warning("kafka source %s: more malformed messages; counted in stats() from now on", self.name)
+
+    # ------------------------------------------------------------ librdkafka callbacks (worker thread)
+    def _on_error_threaded(self, err: KafkaError) -> None:
+        loop = getattr(self, "_loop", None)
+        if loop is not None:
+            loop.call_soon_threadsafe(self._on_error, err)
+
+    def _on_error(self, err: KafkaError) -> None:
+        if err.code() == KafkaError._ALL_BROKERS_DOWN:
+            if not self._down:
+                self._down = True
+                self.errors += 1
+                log.warning("kafka source %s: Kafka is out (%s); books keep their state until the topic says more",
+                            self.name, err.str())
+        else:
+            log.debug("kafka source %s: %s", self.name, err.str())
+
+    def _on_stats(self, text: str) -> None:
+        try:
+            s = orjson.loads(text)
+        except ValueError:
+            return
+        lags = {}
+        for topic, t in (s.get("topics") or {}).items():
+            short = topic[len(self.prefix) + 1:].replace(".", "_")
+            for p, ps in (t.get("partitions") or {}).items():
+                lag = ps.get("consumer_lag")
+                if p != "-1" and isinstance(lag, int) and lag >= 0:
+                    lags[f"lag_{short}_p{p}"] = lag
+        self._lags = lags
+        if self._down and s.get("brokers"):
+            up = any(b.get("state") == "UP" for b in s["brokers"].values())
+            if up:
+                self._down = False
+
+    # ------------------------------------------------------------ figures and close
+    def stats(self) -> dict[str, Any]:
+        states: dict[str, int] = {"books_live": 0, "books_syncing": 0, "books_resyncing": 0}
+        for sub in self._subs.values():
+            if sub.chain is not None:
+                states[f"books_{sub.chain.state}"] += 1
+        lags = dict(self._lags)
+        return {"state": "down" if self._down and self._state == "open" else self._state, "epoch": self._epoch,
+                "messages": self.messages, "bytes": self.bytes, "forwarded": self.forwarded,
+                "subscribed": len(self._subs), "instruments": len(self._instruments),
+                "malformed": self.malformed, "unknown_version": self.unknown_version, "duplicates": self.duplicates,
+                "lost": self.lost, "breaks": self.breaks, "interrupts": self.interrupts,
+                "resyncs_asked": self.resyncs_asked, "catch_ups": self.catch_ups, "errors": self.errors,
+                "lag_total": sum(lags.values()), "lag_max": max(lags.values(), default=0), **lags, **states,
+                "last_malformed": self.last_malformed, "rtt_ms": None, "rate_limited": 0}
+
+    def book_states(self) -> dict[str, str]:
+        """Each subscribed book channel's state as the source follows it."""
+        return {ch: s.chain.state for ch, s in sorted(self._subs.items()) if s.chain is not None}
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        consumer, self._consumer = self._consumer, None
+        pool, self._pool = self._pool, None
+        if consumer is not None and pool is not None:
+            await asyncio.get_running_loop().run_in_executor(pool, consumer.close)
+        if pool is not None:
+            pool.shutdown(wait=True)
+        self._state = "closed"
+        self._sink = None
+
+    def __repr__(self) -> str:
+        return f"<KafkaSource {self.bootstrap}/{self.prefix} {self._state} subscribed={len(self._subs)}>"
+
+
+def _name(p: dict[str, Any]) -> str:
+    name = p.get("instrument_name")
+    if not isinstance(name, str):
+        raise invalid_params("instrument_name", "required")
+    return name
