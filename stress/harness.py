@@ -195,7 +195,9 @@ class Peer:
         self.ids = itertools.count(1)
         self.replies: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self.notes = 0
-        self.other = 0
+        self.other = 0  # messages that are neither a notification nor the answer to a call() of ours
+        self.answers = 0  # messages with an "id": answers to any request, ours or raw frames
+        self.codes: Counter[Any] = Counter()  # answers by error code ("ok" for results)
         self.closed = asyncio.Event()
         self.close_code: int | None = None
         self._reader = asyncio.get_running_loop().create_task(self._read())
@@ -224,6 +226,10 @@ class Peer:
                     if self.on_note is not None and isinstance(params, dict):
                         self.on_note(str(params.get("channel")), params.get("data"))
                     continue
+                if "id" in msg:
+                    self.answers += 1
+                    err = msg.get("error")
+                    self.codes[err.get("code") if isinstance(err, dict) else "ok"] += 1
                 rid = msg.get("id")
                 fut = self.replies.pop(rid, None) if type(rid) is int else None
                 if fut is not None and not fut.done():
