@@ -17,18 +17,38 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .app import AccountFeed, ChainFeed, Feed, Hub, MarketFeed, TermFeed, close_hubs, describe_error, get_hub
+    from .app import (
+        AccountFeed,
+        CandleFeed,
+        ChainFeed,
+        Feed,
+        Hub,
+        MarketFeed,
+        TermFeed,
+        close_hubs,
+        describe_error,
+        get_hub,
+    )
     from .base import ConnectionBanner, HtmlView, LiveDashboard
-    from .market import BookStatus, DepthChart, InstrumentPicker, Ladder, MarketDashboard, TickerStats, TradesTape
+    from .market import (
+        BookStatus,
+        CandleChart,
+        DepthChart,
+        InstrumentPicker,
+        Ladder,
+        MarketDashboard,
+        TickerStats,
+        TradesTape,
+    )
     from .options import OptionChainTable, OptionsDashboard, SmilePlot, TermStructurePlot
     from .trading import AccountPanel, KillSwitch, OpenOrders, OrderTicket, PositionsTable, TradingDashboard
 
 _WHERE = {
-    "app": ["AccountFeed", "ChainFeed", "Feed", "Hub", "MarketFeed", "TermFeed", "close_hubs", "describe_error",
-            "get_hub"],
+    "app": ["AccountFeed", "CandleFeed", "ChainFeed", "Feed", "Hub", "MarketFeed", "TermFeed", "close_hubs",
+            "describe_error", "get_hub"],
     "base": ["ConnectionBanner", "HtmlView", "LiveDashboard"],
-    "market": ["BookStatus", "DepthChart", "InstrumentPicker", "Ladder", "MarketDashboard", "TickerStats",
-               "TradesTape"],
+    "market": ["BookStatus", "CandleChart", "DepthChart", "InstrumentPicker", "Ladder", "MarketDashboard",
+               "TickerStats", "TradesTape"],
     "options": ["OptionChainTable", "OptionsDashboard", "SmilePlot", "TermStructurePlot"],
     "trading": ["AccountPanel", "KillSwitch", "OpenOrders", "OrderTicket", "PositionsTable", "TradingDashboard"],
 }
@@ -38,6 +58,8 @@ __all__ = [
     "AccountFeed",
     "AccountPanel",
     "BookStatus",
+    "CandleChart",
+    "CandleFeed",
     "ChainFeed",
     "ConnectionBanner",
     "DepthChart",

@@ -33,7 +33,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ..broker.consumer import Notification
 from ..deribit import Deribit
 from ..errors import DeribitError, DeribitKitError, TransportError
-from ..models import Instrument, Order, Position, PublicTrade, Ticker, convert, convert_list
+from ..live.candles import LiveCandles
+from ..models import Candle, Instrument, Order, Position, PublicTrade, Ticker, convert, convert_list
 from ..transport.ws import WsTransport
 from ..upstream.protocol import clock_ms
 from . import render
@@ -52,6 +53,8 @@ REFRESH_MS = int(os.environ.get("DERIBIT_UI_REFRESH_MS", "200"))
 STALE_AFTER_MS = 10_000
 """A live book with no update for this long is shown as ``stale`` (the next update makes it live)."""
 TRADES_KEPT = 30
+CANDLES_SHOWN = 120
+"""Candles a chart shows (and fetches as history) at any resolution."""
 CHAIN_MIN_INTERVAL = 0.25  # s between two renders of an option chain (its tickers arrive ~100/s)
 TERM_REFRESH = 2.0  # s between two book-summary polls for the term structure
 POSITIONS_REFRESH = 2.0  # s between two position polls while positions are open (live PnL)
@@ -286,6 +289,55 @@ class MarketFeed(Feed):
             return render.book_state_html(b.state, counters)
 
         return key, self.memo("state", key, make)
+
+
+# ---------------------------------------------------------------- candles
+class CandleFeed(Feed):
+    """Candles of one instrument at one resolution: the history plus the open candle, kept live by a
+    :class:`~deribit_kit.live.candles.LiveCandles` (``chart.trades.{instrument}.{resolution}`` from
+    the broker)."""
+
+    def __init__(self, hub: Hub, name: str, resolution: str) -> None:
+        super().__init__(hub, ("candles", name, resolution))
+        self.name = name
+        self.resolution = resolution
+        self.live: LiveCandles | None = None
+
+    async def run(self) -> None:
+        live = LiveCandles(self.hub.client_or_raise, self.name, self.resolution, history=CANDLES_SHOWN,
+                           max_candles=2 * CANDLES_SHOWN)
+        await live.start()
+        self.live = live
+        self.status = "live"
+        self.version += 1
+
+    async def _close(self) -> None:
+        if self.live is not None:
+            await self.live.close()
+
+    @property
+    def candles(self) -> list[Candle]:
+        """The newest :data:`CANDLES_SHOWN` candles, oldest first."""
+        return self.live.candles[-CANDLES_SHOWN:] if self.live is not None else []
+
+    def view(self) -> tuple[Any, dict[str, Any]]:
+        """``data`` (the chart's columns, :func:`render.candle_data`), ``window`` (the time axis,
+        :func:`render.candle_window`) and ``status`` (one HTML line)."""
+        key = (self.live.version if self.live is not None else -1, self.status, self.error)
+
+        def make() -> dict[str, Any]:
+            live = self.live
+            candles = self.candles
+            period = live.period_ms if live is not None else 60_000
+            inst = self.hub.instruments.get(self.name)
+            if self.error:
+                status = render.message_html(f"no candles: {self.error}", "err")
+            else:
+                status = render.candle_status_html(candles, self.resolution, inst, self.status)
+            return {"data": render.candle_data(candles, period), "status": status,
+                    "window": render.candle_window(candles, period)}
+
+        return key, self.memo("view", key, make)
 
 
 # ---------------------------------------------------------------- options
@@ -611,6 +663,12 @@ class Hub:
     def market(self, instrument: str) -> MarketFeed:
         feed = self._feed(("market", instrument), lambda: MarketFeed(self, instrument))
         assert isinstance(feed, MarketFeed)
+        return feed
+
+    def candles(self, instrument: str, resolution: str = "1") -> CandleFeed:
+        """The shared candle feed of ``instrument`` at ``resolution`` (acquire it through a dashboard's ``hold``)."""
+        feed = self._feed(("candles", instrument, resolution), lambda: CandleFeed(self, instrument, resolution))
+        assert isinstance(feed, CandleFeed)
         return feed
 
     def chain(self, currency: str, expiry: str) -> ChainFeed:

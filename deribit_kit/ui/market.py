@@ -1,4 +1,5 @@
-"""Market components: instrument picker, ladder, depth chart, ticker stats, recent trades, book state.
+"""Market components: instrument picker, ladder, depth chart, candles with volume, ticker stats,
+recent trades, book state.
 
     MarketDashboard(instrument="BTC-PERPETUAL")      # the composed view (served, or in a notebook)
 """
@@ -10,13 +11,13 @@ from typing import Any
 
 import panel as pn
 import param
-from bokeh.models import ColumnDataSource, NumeralTickFormatter
+from bokeh.models import ColumnDataSource, NumeralTickFormatter, Range1d
 from bokeh.plotting import figure
 
 from ..models import Instrument
 from . import render
-from .app import MarketFeed
-from .base import HtmlView, LiveDashboard, html_pane, session_safe
+from .app import CandleFeed, MarketFeed
+from .base import HtmlView, LiveDashboard, html_pane, new_view, session_safe
 
 KINDS = ["perpetual", "future", "option", "spot", "any"]
 MAX_LISTED = 400
@@ -163,6 +164,67 @@ class DepthChart(pn.viewable.Viewer):
         return self.pane
 
 
+class CandleChart(pn.viewable.Viewer):
+    """Candlesticks with volume bars under them (Bokeh, one shared time axis), a resolution picker
+    and a status line; live from a :class:`~deribit_kit.ui.app.CandleFeed`."""
+
+    resolution: param.Selector[str] = param.Selector(default="1", objects=list(render.RESOLUTION_LABELS),
+                                                     doc="Deribit's resolution: minutes, or 1D")
+
+    def __init__(self, **params: Any) -> None:
+        height = params.pop("height", 260)
+        super().__init__(**params)
+        self.source = ColumnDataSource(render.candle_data([], 60_000))
+        self.x_range = Range1d(start=0, end=1)  # the time axis: set to each new period's window
+        price = figure(height=height, sizing_mode="stretch_width", x_axis_type="datetime", x_range=self.x_range,
+                       tools="xpan,xwheel_zoom,reset", active_scroll="xwheel_zoom", toolbar_location=None,
+                       y_axis_label="price")
+        price.segment(x0="x", y0="high", x1="x", y1="low", line_color="color", source=self.source)
+        price.vbar(x="x", width="w", top="top", bottom="bottom", fill_color="color", line_color="color",
+                   source=self.source)
+        price.yaxis.formatter = NumeralTickFormatter(format="0,0.[0000]")
+        price.xaxis.visible = False
+        price.min_border_left = 60
+        volume = figure(height=110, sizing_mode="stretch_width", x_axis_type="datetime", x_range=price.x_range,
+                        tools="", toolbar_location=None, y_axis_label="volume")
+        volume.vbar(x="x", width="w", top="volume", bottom=0, fill_color="color", line_color="color",
+                    fill_alpha=0.5, source=self.source)
+        volume.yaxis.formatter = NumeralTickFormatter(format="0.[000]a")
+        volume.min_border_left = 60
+        self.price_figure, self.volume_figure = price, volume
+        labels = {label: res for res, label in render.RESOLUTION_LABELS.items()}
+        self._picker = pn.widgets.RadioButtonGroup(options=labels, value=self.resolution, css_classes=["dk-resolution"])
+        self._picker.param.watch(lambda e: setattr(self, "resolution", e.new), "value")
+        self.param.watch(lambda e: setattr(self._picker, "value", e.new), "resolution")
+        self.status = html_pane(render.message_html("connecting…", "info"), css_classes=["dk-candles"])
+        self.pane = pn.Column(pn.Row(self._picker, self.status, sizing_mode="stretch_width"),
+                              pn.pane.Bokeh(price, sizing_mode="stretch_width"),
+                              pn.pane.Bokeh(volume, sizing_mode="stretch_width"), sizing_mode="stretch_width",
+                              css_classes=["dk-candle-chart"])
+        self.key: Any = None
+        self._window: tuple[float, float] | None = None
+
+    def update(self, feed: CandleFeed) -> bool:
+        """Show the feed's newest candles (only when they changed)."""
+        view = new_view(self, feed)
+        if view is None:
+            return False
+        self.source.data = view["data"]
+        self.status.object = view["status"]
+        window = view["window"]
+        if window is not None and window != self._window:  # a new period: follow it (else pan/zoom stay)
+            self._window = window
+            self.x_range.start, self.x_range.end = window
+        return True
+
+    def reset(self) -> None:
+        self.key = None
+        self._window = None
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        return self.pane
+
+
 class TickerStats(HtmlView):
     """Last, mark, index, funding, open interest, 24h volume; IV and greeks for options."""
 
@@ -187,13 +249,17 @@ class BookStatus(HtmlView):
 
 
 class MarketDashboard(LiveDashboard):
-    """Picker, ladder, depth chart, ticker stats, recent trades and book state of one instrument."""
+    """Picker, ladder, depth chart, candles (with a resolution picker), ticker stats, recent trades
+    and book state of one instrument."""
 
     instrument = param.String(default="BTC-PERPETUAL")
     levels = param.Integer(default=10, bounds=(1, 50))
+    resolution: param.Selector[str] = param.Selector(default="1", objects=list(render.RESOLUTION_LABELS),
+                                                     doc="the candle chart's resolution")
 
     def __init__(self, **params: Any) -> None:
         self.picker = InstrumentPicker(instrument=params.get("instrument", "BTC-PERPETUAL"))
+        self.candles = CandleChart(resolution=params.get("resolution", "1"))
         self.ladder = Ladder(levels=params.get("levels", 10), width=400, css_class="dk-ladder")
         self.depth = DepthChart()
         self.stats = TickerStats(css_class="dk-ticker")
@@ -203,6 +269,8 @@ class MarketDashboard(LiveDashboard):
         super().__init__(**params)
         self.picker.param.watch(lambda e: setattr(self, "instrument", e.new), "instrument")
         self.param.watch(lambda e: setattr(self.ladder, "levels", e.new), "levels")
+        self.candles.param.watch(lambda e: setattr(self, "resolution", e.new), "resolution")
+        self.param.watch(self._switch_resolution, "resolution")
         self._title_key: Any = None
 
     @param.depends("instrument", watch=True)
@@ -210,8 +278,17 @@ class MarketDashboard(LiveDashboard):
     def _switch(self) -> None:
         self.picker.instrument = self.instrument
         self.drop("market")
-        for part in (self.ladder, self.depth, self.stats, self.tape, self.book_status):
+        self.drop("candles")
+        for part in (self.ladder, self.depth, self.stats, self.tape, self.book_status, self.candles):
             part.reset()
+        if self.shared.ready:
+            self.refresh()
+
+    @session_safe
+    def _switch_resolution(self, event: Any) -> None:
+        self.candles.resolution = event.new
+        self.drop("candles")
+        self.candles.reset()
         if self.shared.ready:
             self.refresh()
 
@@ -222,6 +299,9 @@ class MarketDashboard(LiveDashboard):
         changed = False
         for part in (self.ladder, self.depth, self.stats, self.tape, self.book_status):
             changed |= part.update(feed)
+        candles: CandleFeed = self.hold("candles", ("candles", self.instrument, self.resolution),
+                                        lambda: hub.candles(self.instrument, self.resolution))
+        changed |= self.candles.update(candles)
         inst = feed.instrument
         title_key = (self.instrument, inst is not None)
         if title_key != self._title_key:
@@ -239,5 +319,7 @@ class MarketDashboard(LiveDashboard):
         middle = pn.Column(pn.pane.Markdown("#### Order book", margin=(0, 10)), self.ladder, width=420)
         right = pn.Column(pn.pane.Markdown("#### Depth", margin=(0, 10)), self.depth, self.tape,
                           sizing_mode="stretch_width", min_width=420)
+        chart = pn.Column(pn.pane.Markdown("#### Candles", margin=(0, 10)), self.candles,
+                          sizing_mode="stretch_width")
         return pn.Column(self.banner, pn.Row(self.title, self.book_status, sizing_mode="stretch_width"),
-                         pn.Row(left, middle, right, sizing_mode="stretch_width"), sizing_mode="stretch_width")
+                         pn.Row(left, middle, right, sizing_mode="stretch_width"), chart, sizing_mode="stretch_width")

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..client import rules as orders
-from ..models import AccountSummary, Instrument, Order, Position, PublicTrade, Ticker
+from ..models import AccountSummary, Candle, Instrument, Order, Position, PublicTrade, Ticker
 
 Level = tuple[float, float]
 
@@ -194,6 +194,58 @@ def depth_data(bids: Sequence[Level], asks: Sequence[Level]) -> tuple[dict[str, 
     bx, by = step_points([p for p, _ in reversed(bids)], list(reversed(cumulate(bids))), "before")
     ax, ay = step_points([p for p, _ in asks], cumulate(asks), "after")
     return {"price": bx, "cum": by}, {"price": ax, "cum": ay}
+
+
+# ---------------------------------------------------------------- candles
+UP_COLOR, DOWN_COLOR = "#0a7d3b", "#c62828"
+RESOLUTION_LABELS = {"1": "1m", "3": "3m", "5": "5m", "10": "10m", "15": "15m", "30": "30m", "60": "1h",
+                     "120": "2h", "180": "3h", "360": "6h", "720": "12h", "1D": "1D"}
+"""Deribit's candle resolutions (its ``resolution`` values) -> the label a trader reads."""
+
+
+def candle_data(candles: Sequence[Candle], period_ms: int) -> dict[str, Any]:
+    """Column data of a candlestick chart: ``x`` (the period's middle, ms), ``w`` (a body's width),
+    ``open, high, low, close, volume``, ``top``/``bottom`` of the body and its ``color`` (up:
+    close >= open)."""
+    half = period_ms / 2
+    cols: dict[str, list[Any]] = {k: [] for k in ("x", "w", "open", "high", "low", "close", "volume", "top",
+                                                   "bottom", "color")}
+    for c in candles:
+        up = c.close >= c.open
+        for k, v in (("x", c.tick + half), ("w", period_ms * 0.7), ("open", c.open), ("high", c.high),
+                     ("low", c.low), ("close", c.close), ("volume", c.volume), ("top", max(c.open, c.close)),
+                     ("bottom", min(c.open, c.close)), ("color", UP_COLOR if up else DOWN_COLOR)):
+            cols[k].append(v)
+    return cols
+
+
+def candle_window(candles: Sequence[Candle], period_ms: int, min_periods: int = 30) -> tuple[float, float] | None:
+    """The time axis of a candle chart: from the first candle (at least ``min_periods`` periods
+    before the newest, so a young series still has proper candles) to the end of the newest."""
+    if not candles:
+        return None
+    end = candles[-1].tick + period_ms
+    return float(min(candles[0].tick, end - min_periods * period_ms)), float(end + period_ms / 2)
+
+
+def candle_status_html(candles: Sequence[Candle], resolution: str, inst: Instrument | None,
+                       state: str = "live") -> str:
+    """One line over the chart: the resolution, how many candles, and the newest one's OHLCV."""
+    label = RESOLUTION_LABELS.get(resolution, resolution)
+    if not candles:
+        what = "waiting for candles…" if state != "error" else "no candles"
+        return (f'<div class="candles" data-resolution="{esc(resolution)}"><b>{esc(label)}</b> '
+                f'<span class="muted">{what}</span></div>')
+    last = candles[-1]
+    dp = price_decimals(inst)
+    stamp = "%Y-%m-%d %H:%M" if resolution != "1D" else "%Y-%m-%d"
+    when = datetime.fromtimestamp(last.tick / 1000, UTC).strftime(stamp)
+    parts = " ".join(f'<span>{k} <b>{fmt(v, dp)}</b></span>' for k, v in
+                     (("O", last.open), ("H", last.high), ("L", last.low), ("C", last.close)))
+    count = f'{len(candles)} candle{"" if len(candles) == 1 else "s"}'
+    return (f'<div class="candles counters" data-resolution="{esc(resolution)}"><b>{esc(label)}</b> '
+            f'<span>{count}</span> <span class="muted">{when} UTC</span> {parts} '
+            f'<span>vol <b>{fmt_compact(last.volume)}</b></span></div>')
 
 
 # ---------------------------------------------------------------- ticker, trades, book state

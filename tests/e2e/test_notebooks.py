@@ -39,6 +39,7 @@ NAMES = [
     "04_microstructure.ipynb",
     "05_sharing_streams.ipynb",
     "06_record_and_replay.ipynb",
+    "07_candles.ipynb",
 ]
 TARGET_LINE = 'TARGET = "sim"  # or "test" with DERIBIT_CLIENT_ID/SECRET set'
 KERNEL = "deribit-kit-tests"
@@ -242,6 +243,20 @@ def test_06_record_and_replay(kernel_env: None, tmp_path: Path) -> None:
     rows = nb.search("check-frames", r"^(\d+) book rows of (\d+) instruments, (\d+) trades, (\d+) tickers$")
     assert int(rows.group(1)) >= 15 and int(rows.group(2)) >= 2 and int(rows.group(4)) >= 50
     assert "mean_spread" in nb.html("check-frames") and "net_taker_flow" in nb.html("check-summary")
+    assert "application/vnd.bokehjs_exec.v0+json" in nb.mimetypes("check-plot")
+    assert nb.outputs("check-close") == []
+
+
+def test_07_candles(kernel_env: None, tmp_path: Path) -> None:
+    nb = run("07_candles.ipynb", tmp_path)
+    m = nb.search("check-live", r"^(\d+) updates shown in place; (\d+) chart\.trades messages; (\d+) candles, "
+                                r"the open one \d\d:\d\d UTC close [\d.]+ volume [\d.]+$")
+    assert int(m.group(1)) >= 15 and int(m.group(2)) >= 15 and int(m.group(3)) >= 1
+    assert "LiveCandles BTC-PERPETUAL 1" in nb.html("check-live") and "volume" in nb.html("check-live")
+    rows = int(nb.search("check-frame", r"^(\d+) candles; volume [\d.]+ \(base currency\)").group(1))
+    assert rows >= int(m.group(3)) and "cost" in nb.html("check-frame")  # it kept running between cells
+    table = nb.html("check-resolutions")
+    assert "1D" in table and "vwap" in table and "last_close" in table
     assert "application/vnd.bokehjs_exec.v0+json" in nb.mimetypes("check-plot")
     assert nb.outputs("check-close") == []
 

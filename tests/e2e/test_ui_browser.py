@@ -72,10 +72,11 @@ class Page:
         self.page.on("request", lambda r: None if r.url.startswith(LOCAL) else self.outside.append(r.url))
         self.page.goto(url, wait_until="domcontentloaded")
 
-    def shot(self, name: str) -> Path:
+    def shot(self, name: str, element: Any = None) -> Path:
+        """The page (or one ``element`` of it, a locator) as tests/artifacts/{name}.png."""
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         path = ARTIFACTS / f"{name}.png"
-        self.page.screenshot(path=str(path))
+        (element if element is not None else self.page).screenshot(path=str(path))
         if os.environ.get("UPDATE_SCREENSHOTS"):
             SCREENSHOTS.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, SCREENSHOTS / f"{name}.png")
@@ -120,6 +121,38 @@ def test_market_dashboard_is_live(demo: DemoProcess, browser: Any) -> None:
     expect(page.get_by_role("heading", name=re.compile(r"-[CP]\b"))).to_be_visible(timeout=WAIT)
     expect(page.locator(".dk-ticker")).to_contain_text("mark IV", ignore_case=True, timeout=WAIT)
     expect(page.locator(".dk-ticker")).to_contain_text("delta", ignore_case=True)
+    tab.close()
+
+
+def test_market_candles_update_and_switch_resolution(demo: DemoProcess, browser: Any) -> None:
+    tab = Page(browser, demo.urls["Market"])
+    page = tab.page
+    status = page.locator(".dk-candles .candles")
+    expect(status).to_have_attribute("data-resolution", "1", timeout=WAIT)
+    expect(status).to_contain_text(re.compile(r"^1m \d+ candles?"), timeout=WAIT)
+    chart = page.locator(".dk-candle-chart")
+    expect(chart.locator("canvas")).not_to_have_count(0, timeout=WAIT)  # price and volume (Bokeh)
+    first = status.inner_text()
+    expect(status).not_to_have_text(first, timeout=WAIT)  # the open candle moves with the trades
+    expect(status).to_contain_text(re.compile(r"C [\d,]+\.\d+"))
+    chart.scroll_into_view_if_needed()
+    tab.shot("candles", chart)
+    # another resolution: the chart follows it, and keeps updating
+    picker = page.locator(".dk-resolution")
+    picker.get_by_role("button", name="5m", exact=True).click()
+    expect(status).to_have_attribute("data-resolution", "5", timeout=WAIT)
+    expect(status).to_contain_text(re.compile(r"^5m \d+ candles?"), timeout=WAIT)
+    five = status.inner_text()
+    expect(status).not_to_have_text(five, timeout=WAIT)
+    picker.get_by_role("button", name="1D", exact=True).click()
+    expect(status).to_have_attribute("data-resolution", "1D", timeout=WAIT)
+    expect(status).to_contain_text(re.compile(r"^1D \d+ candles? .* UTC"), timeout=WAIT)
+    # a new instrument keeps the resolution
+    fill(page, ".dk-search", "ETH-PERP")
+    page.locator(".dk-instrument select").select_option("ETH-PERPETUAL")
+    expect(page.get_by_role("heading", name=re.compile("ETH-PERPETUAL"))).to_be_visible(timeout=WAIT)
+    expect(status).to_have_attribute("data-resolution", "1D", timeout=WAIT)
+    expect(status).to_contain_text(re.compile(r"^1D \d+ candles?"), timeout=WAIT)
     tab.close()
 
 

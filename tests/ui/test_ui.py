@@ -12,9 +12,10 @@ import pytest
 pytest.importorskip("panel", reason="needs the dashboards extra (pip install -e '.[dashboards]')")
 
 from deribit_kit.errors import InvalidParamsError, OrderRejectedError, RequestTimeout, ValidationError
-from deribit_kit.models import Order, Position, PublicTrade
+from deribit_kit.models import Candle, Order, Position, PublicTrade
 from deribit_kit.sim import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, Simulator
 from deribit_kit.ui import (
+    CandleFeed,
     Hub,
     InstrumentPicker,
     MarketDashboard,
@@ -127,7 +128,54 @@ def test_trades_html_newest_first() -> None:
     assert html.index("103") < html.index("102") and "101.00" not in html
 
 
+def test_candle_columns_and_status_line() -> None:
+    up = Candle(tick=1_700_000_040_000, open=100.0, high=105.0, low=99.0, close=104.0, volume=2.5, cost=255.0)
+    down = Candle(tick=1_700_000_100_000, open=104.0, high=104.0, low=98.0, close=98.5, volume=0.0, cost=0.0)
+    data = render.candle_data([up, down], 60_000)
+    assert data["x"] == [up.tick + 30_000, down.tick + 30_000] and data["w"] == [42_000.0, 42_000.0]
+    assert data["top"] == [104.0, 104.0] and data["bottom"] == [100.0, 98.5]
+    assert data["high"] == [105.0, 104.0] and data["low"] == [99.0, 98.0] and data["volume"] == [2.5, 0.0]
+    assert data["color"] == [render.UP_COLOR, render.DOWN_COLOR]
+    assert render.candle_data([], 60_000) == {k: [] for k in data}
+    line = render.candle_status_html([up, down], "60", None)
+    assert "<b>1h</b>" in line and "2 candles" in line and "2023-11-14 22:15 UTC" in line
+    assert "C <b>98.50</b>" in line and 'data-resolution="60"' in line
+    assert "waiting for candles" in render.candle_status_html([], "1D", None)
+    assert "1 candle</span>" in render.candle_status_html([up], "1", None)
+    assert render.candle_window([], 60_000) is None
+    assert render.candle_window([up, down], 60_000) == (down.tick + 60_000 - 30 * 60_000, down.tick + 90_000)
+
+
 # ---------------------------------------------------------------- the hub and its feeds
+async def test_market_dashboard_candles_follow_the_feed_and_the_resolution(hub: Hub) -> None:
+    d = MarketDashboard(hub=hub, autostart=False)
+    d.refresh()
+    feed = hub.feeds[("candles", BTC, "1")]
+    assert isinstance(feed, CandleFeed) and feed.refs == 1 and feed._task is not None
+    await asyncio.wait_for(asyncio.shield(feed._task), 20)  # started: the history is in
+    assert feed.live is not None and feed.status == "live"
+    if not feed.live.candles:  # a young exchange may not have traded yet
+        await feed.live.updated.wait(10)
+    d.refresh()
+    assert d.candles.source.data["close"] == [c.close for c in feed.candles]
+    assert "<b>1m</b>" in d.candles.status.object
+    version = feed.live.version
+    await feed.live.updated.wait(10)  # the open candle moves with the next trade
+    assert feed.live.version > version
+    assert d.refresh() and d.candles.source.data["volume"][-1] == feed.candles[-1].volume
+    assert feed.view()[1] is feed.view()[1]  # rendered once for every session
+    # the resolution picker: the 5-minute feed replaces the 1-minute one
+    d.candles.resolution = "5"
+    assert d.resolution == "5" and feed.refs == 0
+    five = hub.feeds[("candles", BTC, "5")]
+    assert isinstance(five, CandleFeed) and five.refs == 1 and five._task is not None
+    await asyncio.wait_for(asyncio.shield(five._task), 20)
+    d.refresh()
+    assert "<b>5m</b>" in d.candles.status.object
+    assert d.candles.source.data["w"][:1] in ([], [0.7 * 300_000])
+    d.close()
+
+
 async def test_hub_lists_every_kind(hub: Hub) -> None:
     insts = hub.instruments.values()
     assert {i.kind for i in insts} >= {"future", "option", "spot"}
