@@ -89,7 +89,21 @@ def _by(samples: Samples, prefix: str, key: str, columns: dict[str, str]) -> pd.
             row = rows.setdefault(labels.get(key, ""), {key: labels.get(key, "")})
             row[column] = value
     frame = pd.DataFrame(list(rows.values()), columns=[key, *columns])
-    return frame.sort_values(key, ignore_index=True)
+    return _tidy(frame.sort_values(key, ignore_index=True))
+
+
+def _tidy(frame: pd.DataFrame) -> pd.DataFrame:
+    """Counters as integers (Prometheus text has only floats), other figures to 3 decimals."""
+    for col in frame.columns:
+        values = frame[col]
+        if not pd.api.types.is_float_dtype(values):
+            continue
+        known = values.dropna()
+        if len(known) and (known == known.round()).all() and known.abs().max() < 2**53:
+            frame[col] = values.round().astype("Int64")
+        else:
+            frame[col] = values.round(3)
+    return frame
 
 
 @dataclass
@@ -152,7 +166,7 @@ class OpsSnapshot:
                 figure = name.removeprefix(BROKER + "component_")
                 for labels, value in found:
                     comps.setdefault(labels.get("component", ""), {})[figure] = value
-        components = pd.DataFrame([{"component": n, **figs} for n, figs in sorted(comps.items())])
+        components = _tidy(pd.DataFrame([{"component": n, **figs} for n, figs in sorted(comps.items())]))
         return cls(upstream, port, channels, books, consumers, clients, components)
 
 
@@ -223,10 +237,10 @@ def summary_html(snap: OpsSnapshot, source: str) -> str:
         cells += [("port clients", _fmt(p.get("clients"), 0)), ("port requests", _fmt(p.get("requests"), 0)),
                   ("port errors", _fmt(p.get("errors"), 0)), ("deliveries", _fmt(p.get("deliveries"), 0)),
                   ("slow disconnects", _fmt(p.get("slow_disconnects"), 0))]
-    body = "".join(f'<div class="stat"><div class="k">{render.esc(k)}</div><div class="v">{v}</div></div>'
-                   for k, v in cells)
+    body = "".join(f'<div class="stat" style="min-width:96px"><div class="k">{render.esc(k)}</div>'
+                   f'<div class="v">{v}</div></div>' for k, v in cells)
     return (f'<div class="dk-ops-summary"><h3>Operations · {render.esc(source)}</h3>'
-            f'<div class="stats">{body}</div></div>')
+            f'<div style="display:flex;flex-wrap:wrap;gap:6px 16px">{body}</div></div>')
 
 
 def _table(css: str, height: int) -> pn.widgets.Tabulator:
