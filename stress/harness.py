@@ -291,6 +291,16 @@ class Peer:
             await self._reader
 
 
+async def instrument_names(url: str) -> list[str]:
+    """Every instrument the exchange (or a port) at ``url`` lists, sorted (``public/get_instruments``)."""
+    peer = await Peer.open(url)
+    try:
+        listed = await peer.result("public/get_instruments", {"currency": "any"}, timeout=30)
+    finally:
+        await peer.close()
+    return sorted(str(i["instrument_name"]) for i in listed)
+
+
 # ---------------------------------------------------------------- book chains
 
 

@@ -52,7 +52,18 @@ from typing import Any
 
 import orjson
 import websockets
-from harness import Chain, Figures, Peer, PeerClosed, Problems, counter_lines, mib, rss_kib, wait_until
+from harness import (
+    Chain,
+    Figures,
+    Peer,
+    PeerClosed,
+    Problems,
+    counter_lines,
+    instrument_names,
+    mib,
+    rss_kib,
+    wait_until,
+)
 
 from deribit_kit.sim import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, Simulator
 
@@ -130,6 +141,8 @@ class FuzzResult:
     leftovers: Counter[str] = field(default_factory=Counter)  # held after a round, beyond the followers
     rss_kib: list[int] = field(default_factory=list)  # broker process after each round
     tasks: list[int] = field(default_factory=list)
+    blocks: list[int] = field(default_factory=list)  # the broker's allocated Python memory blocks after each round
+    objects: list[int] = field(default_factory=list)  # objects the broker's garbage collector tracks
     broker_rss_start_kib: int = 0
     examples: list[str] = field(default_factory=list)
     unhandled: Counter[str] = field(default_factory=Counter)
@@ -179,6 +192,8 @@ class FuzzResult:
         f.add("broker RSS after each round", ", ".join(mib(k) for k in self.rss_kib))
         f.add("broker RSS growth after round 1", mib(self.rss_growth_kib), "plateau", ok=self.plateau)
         f.add("broker live tasks after each round", self.tasks)
+        f.add("broker Python blocks / objects", ", ".join(f"{b // 1000}k / {o // 1000}k"
+                                                          for b, o in zip(self.blocks, self.objects, strict=True)))
         f.add("broker resyncs / reconnects", f"{self.broker.get('book_resyncs')} / {self.broker.get('reconnects')}")
         f.add("unhandled exceptions (broker)", sum(self.unhandled.values()), 0)
         f.add("kit ERROR records (broker)", sum(self.logged_errors.values()), 0)
@@ -222,6 +237,7 @@ async def serve(upstream: str) -> None:
         def report() -> dict[str, Any]:
             problems.flush()
             return {"ws_url": srv.ws_url, "rss_kib": rss_kib(), "tasks": len(asyncio.all_tasks()),
+                    "blocks": sys.getallocatedblocks(), "objects": len(gc.get_objects()),
                     "clients": len(srv.clients), "topics": sorted(srv.topics), "channels": sorted(broker.channels),
                     "books": sorted(broker.books), "book_resyncs": broker.book_resyncs,
                     "reconnects": broker.reconnects, "port": dict(srv.stats),
@@ -627,7 +643,7 @@ async def run(frames: int = 100_000, rounds: int = 3, seed: int = 1, *, connecti
     started = time.monotonic()
     with Problems.watch() as driver_problems:
         async with Simulator(seed=seed, rate_limits=False) as sim:
-            names = sorted(sim.market.instruments)
+            names = await instrument_names(sim.ws_url)
             broker = await BrokerProcess.start(sim.ws_url)
             url, host, port = broker.ws_url, "127.0.0.1", int(broker.ws_url.split(":")[2].split("/")[0])
             res.broker_rss_start_kib = broker.first["rss_kib"]
@@ -682,10 +698,13 @@ async def run(frames: int = 100_000, rounds: int = 3, seed: int = 1, *, connecti
                     report = await broker.ask("settle")
                     res.rss_kib.append(report["rss_kib"])
                     res.tasks.append(report["tasks"])
+                    res.blocks.append(report["blocks"])
+                    res.objects.append(report["objects"])
                     if verbose:
                         print(f"  round {r + 1}: {rnd.sent} frames in {t_hostile:.1f} s (with the checks "
                               f"{time.monotonic() - t0:.1f} s), broker RSS "
-                              f"{mib(report['rss_kib'])}, {report['tasks']} tasks, {checked} new subscribers "
+                              f"{mib(report['rss_kib'])}, {report['tasks']} tasks, {report['blocks']} blocks, "
+                              f"{report['objects']} objects, {checked} new subscribers "
                               f"checked ({quiet} quiet), failures so far {res.new_sub_failures}", flush=True)
             finally:
                 for f in followers:
