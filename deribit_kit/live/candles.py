@@ -135,12 +135,11 @@ class LiveCandles:
     def _on_message(self, item: Any) -> None:
         if getattr(item, "channel", None) != self.channel:
             return
-        data = getattr(item, "data", None)
-        if data is None:  # a Gap marker: messages were lost
+        if getattr(item, "dropped", None) is not None:  # a Gap marker: messages were lost
             self._schedule_resync()
             return
         try:
-            candle = convert(data, Candle)
+            candle = convert(item.data, Candle)
         except DeribitKitError as exc:
             log.warning("%s: unreadable candle: %s", self.channel, exc)
             return

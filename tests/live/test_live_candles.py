@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from conftest import DEMO_KEY, ManualClock, expect
 
-from deribit_kit import Deribit, ValidationError
+from deribit_kit import Deribit, Gap, Notification, ValidationError
 from deribit_kit.events import Event
 from deribit_kit.live.candles import LiveCandles
 from deribit_kit.models import Candle, ChartData, FrameList, convert
@@ -166,16 +166,22 @@ async def test_live_candles_resync_after_a_reconnect(csim: Simulator, cdk: Derib
 
 
 class FakeSource:
-    """Just enough of an owner to build a LiveCandles without starting it."""
+    """Just enough of an owner to build a LiveCandles without starting it; ``history`` is what
+    its candle requests answer."""
 
     reconnected = Event("reconnected")
+
+    def __init__(self, history: list[Candle] | None = None) -> None:
+        self.history = history or []
+        self.asked: list[Any] = []
 
     async def get_time(self) -> int:
         return T0
 
     async def candles(self, instrument: str, resolution: str | int = "1", start: Any = None,
                       end: Any = None) -> FrameList[Candle]:
-        return FrameList([], item_type=Candle)
+        self.asked.append(start)
+        return FrameList(self.history, item_type=Candle)
 
     def subscribe(self, *channels: str, callback: Any = None, maxsize: int = 10_000) -> Any:
         raise AssertionError("not used")
@@ -202,3 +208,23 @@ def test_folding_replaces_appends_corrects_and_bounds() -> None:
     live.apply(candle(T0 - MIN, 1.0))  # older than all kept and no room: ignored
     assert live.candles[0].tick == T0 + MIN and live.last == candle(T0 + 3 * MIN, 106.0)
     assert live.to_frame()["close"].tolist() == [103.0, 105.0, 106.0]
+
+
+async def test_a_gap_in_the_stream_fetches_since_the_last_candle() -> None:
+    source = FakeSource([candle(T0 + MIN, 102.0, 3.0), candle(T0 + 2 * MIN, 104.0)])
+    live = LiveCandles(source, PERP, "1")
+    live.apply(candle(T0, 100.0))
+    live.apply(candle(T0 + MIN, 101.0))
+    channel = f"chart.trades.{PERP}.1"
+    live._on_message(Notification("ticker.BTC-PERPETUAL.100ms", {"tick": 0}))  # not its channel: ignored
+    before = live.version
+    live._on_message(Gap(channel, 3))
+    live._on_message(Gap(channel, 1))  # joins the resync in flight
+    await live.wait_version(before, timeout=5)
+    assert live.resyncs == 1 and source.asked == [T0 + MIN]
+    assert [c.close for c in live.candles] == [100.0, 102.0, 104.0]
+    live._on_message(Notification(channel, {"tick": T0 + 2 * MIN, "open": 104.0, "high": 106.0, "low": 104.0,
+                                            "close": 105.0, "volume": 2.0, "cost": 209.0}))
+    assert live.messages == 1 and live.last is not None and live.last.high == 106.0
+    live._on_message(Notification(channel, {"tick": "not a time"}))  # unreadable: logged, skipped
+    assert live.messages == 1
