@@ -80,13 +80,15 @@ def parse_kafka_url(url: str) -> tuple[str, str]:
 class _Sub:
     """A subscribed channel: where its messages are, and (books) its chain."""
 
-    __slots__ = ("book", "chain", "name", "partition")
+    __slots__ = ("book", "chain", "expect_resync", "name", "partition", "want_snapshot")
 
     def __init__(self, name: str, book: bool, partition: int) -> None:
         self.name = name
         self.book = book
         self.partition = partition
         self.chain = cont.BookContinuity() if book else None
+        self.expect_resync = False  # the broker will ask a resync for what this source told it (a break, a gap)
+        self.want_snapshot = False  # the broker's book broke on its own (malformed, crossed): the next snapshot serves
 
 
 class KafkaSource:
@@ -132,6 +134,8 @@ class KafkaSource:
         self._pool: ThreadPoolExecutor | None = None
         self._task: asyncio.Task[None] | None = None
         self._down = False
+        self._recheck = False  # the cluster came back: partitions whose log restarted are read again
+        self._clock_ms = 0  # the newest exchange timestamp seen (the stream's clock)
         # counters
         self.messages = 0
         self.bytes = 0
@@ -213,15 +217,26 @@ class KafkaSource:
                 self._by_part.get(sub.partition, set()).discard(ch)
 
     async def resync(self, channels: list[str]) -> None:
-        """Nothing to ask on the wire: the sink's next snapshot serves each book."""
+        """Nothing to ask on the wire: the sink's next snapshot serves each book. A resync this
+        source caused (it forwarded a broken chain, or said a book was interrupted) is already under
+        way; any other (the broker's book found a change malformed or crossed) takes the next snapshot
+        even when it holds the change_id this source follows."""
         self.resyncs_asked += 1
         for ch in channels:
             sub = self._subs.get(ch)
-            if sub is not None and sub.chain is not None and sub.chain.state == cont.LIVE:
-                sub.chain.interrupt()
+            if sub is None or sub.chain is None:
+                continue
+            if sub.expect_resync:
+                sub.expect_resync = False
+            else:
+                sub.want_snapshot = True
+
+    def clock_ms(self) -> int:
+        """The stream's clock: the newest exchange timestamp on the topics (the wall clock before any)."""
+        return self._clock_ms or int(time.time() * 1000)
 
     async def instruments(self, currency: str = "any", kind: str | None = None) -> list[Instrument]:
-        now = int(time.time() * 1000)
+        now = self.clock_ms()
         out = []
         for name, inst in sorted(self._instruments.items()):
             if currency not in ("any", None) and currency not in (inst.base_currency, inst.settlement_currency,
@@ -255,7 +270,7 @@ class KafkaSource:
     async def call(self, method: str, params: dict[str, Any] | None = None, *, timeout: float | None = None) -> Any:
         p = params or {}
         if method == "public/get_time":
-            return int(time.time() * 1000)
+            return self.clock_ms()
         if method in ("public/test", "public/hello"):
             return {"version": API_VERSION}
         if method == "public/status":
@@ -346,6 +361,9 @@ class KafkaSource:
         """(worker) Apply pending seeks, then one batch (waits at most 50 ms for the first message)."""
         c = self._consumer
         assert c is not None
+        if self._recheck:
+            self._recheck = False
+            self._reread_restarted(c)
         seeks, self._seeks = self._seeks, []
         book = self.topics["book"]
         for part, offset, ch in seeks:
@@ -365,6 +383,21 @@ class KafkaSource:
         if first is None:
             return []
         return [first, *c.consume(2000, 0)]
+
+    def _reread_restarted(self, c: Consumer) -> None:
+        """(worker) After an outage: a partition whose log now ends before our position was made
+        anew (a cluster that came back empty): read it again from its beginning (what was read
+        before is recognised as duplicates)."""
+        for tp in c.assignment():
+            try:
+                pos = c.position([tp])[0].offset
+                _lo, hi = c.get_watermark_offsets(tp, timeout=2.0, cached=False)
+            except KafkaException:
+                continue
+            if pos >= 0 and hi < pos:
+                log.warning("kafka source %s: %s [%d] restarted (its end %d is before our position %d): reading it "
+                            "again from its beginning", self.name, tp.topic, tp.partition, hi, pos)
+                c.seek(TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING))
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -415,6 +448,10 @@ class KafkaSource:
                 continue
             kind = env.kind
             self.kinds[kind] = self.kinds.get(kind, 0) + 1
+            data = env.data
+            ts = data.get("timestamp") if type(data) is dict else None
+            if type(ts) is int and ts > self._clock_ms:
+                self._clock_ms = ts
             if rep is not None:  # replaying this partition for the books catching up, only them
                 if env.channel in rep[1]:
                     self._book(env, self._subs.get(env.channel))
@@ -437,6 +474,9 @@ class KafkaSource:
                 src = env.extra.get("src")
                 if isinstance(src, list) and len(src) == 2 and all(type(x) is int for x in src):
                     self._snaps[schema.channel_key(env.channel)] = (env.channel, src[0], src[1])
+                    sub = self._subs.get(env.channel)
+                    if sub is not None and sub.chain is not None and sub.chain.state != cont.LIVE:
+                        self._catch_up(env.channel)  # a book still waiting: this snapshot serves it
             elif topic == self.topics["instruments"]:
                 self._instrument(env, topic, part, offset)
             elif topic == self.topics["channels"]:
@@ -454,9 +494,12 @@ class KafkaSource:
             verdict = chain.change(env.data, env.epoch)
         elif kind == "snapshot":
             verdict = chain.snapshot(env.data, env.epoch)
+        elif kind == "resync":  # the sink's book broke on data this book gets too: it breaks here by itself
+            return
         elif kind in schema.MARKERS:
             if chain.interrupt() == cont.INTERRUPT:
                 self.interrupts += 1
+                sub.expect_resync = True
                 self.interrupted.emit([sub.name], kind == "gap")
             return
         else:
@@ -464,9 +507,17 @@ class KafkaSource:
         if verdict == cont.DUPLICATE:
             self.duplicates += 1
             return
+        if verdict == cont.REDUNDANT and sub.want_snapshot:
+            verdict = cont.FORWARD
+        if kind == "snapshot" and verdict == cont.FORWARD:
+            sub.want_snapshot = False
+        if kind == "snapshot":
+            log.debug("kafka source %s: %s snapshot %s (epoch %s, seq %s): %s", self.name, sub.name,
+                      env.data.get("change_id"), env.epoch, env.seq, verdict)
         if verdict in (cont.FORWARD, cont.BREAK):
             if verdict == cont.BREAK:
                 self.breaks += 1
+                sub.expect_resync = True
             self._forward(env)
 
     def _forward(self, env: schema.Envelope) -> None:
@@ -507,6 +558,7 @@ class KafkaSource:
         for ch in channels:
             sub = self._subs.get(ch)
             if sub is not None and sub.chain is not None and sub.chain.interrupt() == cont.INTERRUPT:
+                sub.expect_resync = True
                 hit.append(ch)
         if hit:
             self.interrupts += len(hit)
@@ -554,9 +606,10 @@ class KafkaSource:
                     lags[f"lag_{short}_p{p}"] = lag
         self._lags = lags
         if self._down and s.get("brokers"):
-            up = any(b.get("state") == "UP" for b in s["brokers"].values())
+            up = any(b.get("state") == "UP" for b in s["brokers"].values() if b.get("nodeid", -1) >= 0)
             if up:
                 self._down = False
+                self._recheck = True
 
     # ------------------------------------------------------------ figures and close
     def stats(self) -> dict[str, Any]:
