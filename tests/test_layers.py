@@ -9,6 +9,7 @@ layout). Every import counts — module level, inside functions (lazy) and under
     ui/        is imported by nothing but ui/ and the command line
     sinks/     imports neither ui/, sim/, the facade nor the command line (a broker consumer)
     recording/ imports only wire, errors, models and events (the format is pure)
+    pipeline/  imports only wire, errors and models (the Kafka schema and continuity rules are pure)
 and there is no import cycle between client/, upstream/, broker/ and live/.
 """
 
@@ -79,6 +80,7 @@ FORBIDDEN = {
                   "sync", "notebook", "config", "deribit_kit"},
 }
 RECORDING_MAY_IMPORT = {"recording", "wire", "errors", "models", "events"}
+PIPELINE_MAY_IMPORT = {"pipeline", "wire", "errors", "models"}
 TRANSPORT_MAY_IMPORT = {"transport", "wire", "errors", "events"}
 
 
@@ -101,6 +103,20 @@ def test_transport_imports_only_wire_errors_and_events() -> None:
     assert "deribit_kit.transport.endpoint" in mods
     bad = sorted(f"{m} imports {d}" for m in mods for d in GRAPH[m] if _layer(d) not in TRANSPORT_MAY_IMPORT)
     assert not bad, "\n".join(bad)
+
+
+def test_pipeline_imports_only_the_pure_layers() -> None:
+    mods = [m for m in GRAPH if _layer(m) == "pipeline"]
+    assert "deribit_kit.pipeline.continuity" in mods
+    bad = sorted(f"{m} imports {d}" for m in mods for d in GRAPH[m] if _layer(d) not in PIPELINE_MAY_IMPORT)
+    assert not bad, "\n".join(bad)
+
+
+def test_the_kafka_sink_and_source_sit_with_their_siblings() -> None:
+    """The sink is a broker consumer (sinks/), the source an upstream (upstream/): their rules apply."""
+    assert "deribit_kit.pipeline.schema" in GRAPH["deribit_kit.sinks.kafka"]
+    assert "deribit_kit.pipeline.continuity" in GRAPH["deribit_kit.upstream.kafka"]
+    assert not any(_layer(d) in ("broker", "live", "sinks") for d in GRAPH["deribit_kit.upstream.kafka"])
 
 
 def test_nothing_imports_the_ui_but_the_ui_and_the_command_line() -> None:
