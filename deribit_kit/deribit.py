@@ -76,7 +76,8 @@ class Deribit(Methods):
         With ``sim`` an embedded exchange starts on a free loopback port and stops with the
         client; its demo key is used when no key is given. Extra keyword options override
         :class:`~deribit_kit.config.Settings` fields. ``replay:DIR`` (``replay:DIR?speed=10``)
-        is :meth:`replay` of the recording in ``DIR``.
+        is :meth:`replay` of the recording in ``DIR``; ``kafka://HOST:PORT/PREFIX`` is
+        :meth:`from_kafka` (the Kafka pipeline's topics).
         """
         s = settings or Settings()
         where = target if target is not None else s.target
@@ -84,6 +85,8 @@ class Deribit(Methods):
             path, _, query = where[len("replay:"):].partition("?")
             opts = dict(part.split("=", 1) for part in query.split("&") if "=" in part)
             return await cls.replay(path, **opts)
+        if where.startswith("kafka://"):
+            return await cls.from_kafka(where, **options)
         changes: dict[str, Any] = dict(options)
         if target is not None:
             changes["target"] = target
@@ -195,6 +198,26 @@ class Deribit(Methods):
             return live.snapshot() if live is not None else None
 
         replay.book_source = book
+        return self
+
+    @classmethod
+    async def from_kafka(cls, bootstrap: str, prefix: str = "deribit", **options: Any) -> Deribit:
+        """A facade over the Kafka pipeline's topics (:class:`~deribit_kit.upstream.kafka.KafkaSource`):
+        ``bootstrap`` is ``HOST:PORT[,...]`` or a ``kafka://HOST:PORT/PREFIX`` URL; ``options`` go to the
+        source (``config=`` for librdkafka settings). Books start from the latest snapshot on the topic
+        and keep Deribit's continuity; public lookups come from the topics; private methods are refused."""
+        from .upstream.kafka import KafkaSource, parse_kafka_url
+
+        if bootstrap.startswith("kafka://"):
+            bootstrap, prefix = parse_kafka_url(bootstrap)
+        source = await KafkaSource(bootstrap, prefix, **options).start()
+        self = await cls.over(source, Settings(target=f"kafka://{bootstrap}/{prefix}"))
+
+        def book(name: str) -> dict[str, Any] | None:
+            live = self._broker.books.get(name) if self._broker is not None else None
+            return live.snapshot() if live is not None else None
+
+        source.book_source = book
         return self
 
     @property
