@@ -201,7 +201,7 @@ async def test_heartbeats_answered_then_silence_detected(sim: Simulator) -> None
         assert await asyncio.wait_for(reconnected, 5.0) is dk  # ... and the client comes back
         assert t.stats["reconnects"] == 1 and dk.is_authenticated
         (session,) = sim.sessions
-        assert session._hb is not None  # heartbeats were asked for again on the new connection
+        assert session.heartbeat.running  # heartbeats were asked for again on the new connection
         assert await dk.get_time() > 0
     finally:
         await dk.close()

@@ -54,7 +54,7 @@ async def round_to_tick(dk: Deribit, inst: str, price: float) -> float:
 
 def sim_orders(sim: Simulator, label: str) -> list[Any]:
     """The exchange's own record of the demo account's orders with ``label``."""
-    st = sim.trading.state(sim.demo_account)
+    st = sim.exchange.state(sim.demo_account)
     return [o for o in st.orders.values() if o.label == label]
 
 
@@ -219,7 +219,7 @@ async def test_linear_and_option_amounts(dk: Deribit) -> None:
 
 
 async def test_not_enough_funds(dk: Deribit, sim: Simulator) -> None:
-    sim.fund(sim.demo_account, "BTC", -sim.trading.state(sim.demo_account).balances["BTC"])
+    sim.fund(sim.demo_account, "BTC", -sim.exchange.state(sim.demo_account).balances["BTC"])
     with pytest.raises(InsufficientFundsError) as info:
         await dk.buy(PERP, 100_000, await far_bid(dk))
     assert info.value.code == 10009

@@ -1,6 +1,6 @@
 """Conformance of the embedded exchange to Deribit's own API description (``deribit_api_v2.json``).
 
-For every non-``sim/*`` method registered in :data:`deribit_kit.sim.handlers.METHODS` a call recipe
+For every non-``sim/*`` method registered in :data:`deribit_kit.sim.rpc.METHODS` a call recipe
 below produces one or more calls; each reply is checked over WebSocket:
 
 * the envelope (``jsonrpc``, ``id``, ``usIn``, ``usOut``, ``usDiff``, ``testnet``) against the spec's
@@ -17,7 +17,7 @@ Every implemented public channel's notification ``data`` is checked against
 Where the spec disagrees with what Deribit really sends (deribit-api.md records it), the exchange
 keeps the documented behaviour and the deviation is listed, with its reason, in ``DEVIATIONS`` /
 ``EXTRA_FIELDS`` / ``EXTRA_PARAMS`` below. Recipes for the trading and account methods exist ahead
-of their registration, so they are covered the moment ``deribit_kit.sim.trading`` registers them.
+of their registration, so they are covered the moment ``deribit_kit.sim.rpc`` assembles them.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7
 
 from deribit_kit.sim import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, Simulator
-from deribit_kit.sim.handlers import METHODS
+from deribit_kit.sim.rpc import METHODS
 
 SPEC_URI = "urn:deribit:api-v2"
 API_METHODS = sorted(m for m in METHODS if not m.startswith("sim/"))
@@ -515,7 +515,7 @@ RECIPES: dict[str, Recipe] = {
     "private/unsubscribe": _unsubscribe_calls,
     "public/unsubscribe_all": static({}),
     "private/unsubscribe_all": static({}),
-    # ---- trading (registered by deribit_kit.sim.trading)
+    # ---- trading (deribit_kit.sim.rpc.trading)
     "private/buy": static({**PERP, "amount": 10, "type": "market", "label": "conf-buy"}),
     "private/sell": static({**PERP, "amount": 10, "type": "market", "label": "conf-sell"}),
     "private/edit": _edit_calls,
@@ -703,7 +703,7 @@ CHANNEL_CASES = (
     ChannelCase("perpetual.{instrument_name}.{interval}", "perpetual.{perp}.100ms"),
     ChannelCase("chart.trades.{instrument_name}.{resolution}", "chart.trades.{perp}.1", trade_rate=4),
     ChannelCase("chart.trades.{instrument_name}.{resolution}", "chart.trades.{linear}.1D", trade_rate=8),
-    # private channels (deribit_kit.sim.trading): one resting and one filled order make them move
+    # private channels (deribit_kit.sim.pubsub): one resting and one filled order make them move
     ChannelCase("user.orders.{instrument_name}.raw", "user.orders.{perp}.raw", private=True),
     ChannelCase("user.orders.{kind}.{currency}.raw", "user.orders.any.any.raw", private=True),
     ChannelCase("user.orders.{instrument_name}.{interval}", "user.orders.{perp}.100ms", 1, private=True),

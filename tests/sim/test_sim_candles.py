@@ -1,4 +1,4 @@
-"""Candles of the embedded exchange: the pure store (:mod:`deribit_kit.sim.candles`) against hand-made
+"""Candles of the embedded exchange: the pure store (:mod:`deribit_kit.sim.exchange.candles`) against hand-made
 trades, then the exchange over a real WebSocket: ``public/get_tradingview_chart_data`` against the
 exchange's own trades (open, high, low, close, volume, cost per period, every resolution; filler
 candles in periods without trades) and ``chart.trades.{instrument}.{resolution}`` (the open candle
@@ -13,7 +13,7 @@ import pytest
 from conftest import ManualClock, RawPeer, authenticate, connect_peer
 
 from deribit_kit.sim import Simulator
-from deribit_kit.sim.candles import (
+from deribit_kit.sim.exchange.candles import (
     MAX_RESULT,
     RESOLUTIONS,
     CandleSeries,

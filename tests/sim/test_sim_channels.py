@@ -11,7 +11,7 @@ import pytest
 from conftest import RawPeer, authenticate, connect_peer
 
 from deribit_kit.sim import Simulator
-from deribit_kit.sim.instruments import tick_for
+from deribit_kit.sim.exchange.instruments import tick_for
 
 PERP = "BTC-PERPETUAL"
 

@@ -12,9 +12,9 @@ import pytest
 from conftest import connect_peer
 
 from deribit_kit.sim import Simulator
-from deribit_kit.sim.instruments import currency_matches, settlement_period, tick_for
-from deribit_kit.sim.market import ASK, BID, Market, SimBook, round_to
-from deribit_kit.sim.pricing import Smile, black76, implied_vol
+from deribit_kit.sim.exchange.instruments import currency_matches, settlement_period, tick_for
+from deribit_kit.sim.exchange.market import ASK, BID, Market, SimBook, round_to
+from deribit_kit.sim.exchange.pricing import Smile, black76, implied_vol
 from deribit_kit.wire.names import (
     PERPETUAL_EXPIRY_MS,
     date_code,

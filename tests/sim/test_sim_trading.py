@@ -20,7 +20,7 @@ import pytest
 from conftest import RawPeer, connect_peer
 
 from deribit_kit.sim import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, Simulator
-from deribit_kit.sim.market import ASK, BID, Instrument, round_to
+from deribit_kit.sim.exchange.market import ASK, BID, Instrument, round_to
 from deribit_kit.wire.auth import http_signature_header
 
 PERP = "BTC-PERPETUAL"

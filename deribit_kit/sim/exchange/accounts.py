@@ -15,9 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import AuthenticationError, error_for_code, invalid_params
-from ..wire import auth as wire_auth
-from ..wire.credits import CreditPools
+from ...errors import AuthenticationError, error_for_code, invalid_params
+from ...wire import auth as wire_auth
+from ...wire.credits import CreditPools
 
 DEFAULT_SCOPE = "account:read_write trade:read_write wallet:read_write block_trade:read_write connection"
 

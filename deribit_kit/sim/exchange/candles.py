@@ -31,7 +31,7 @@ from array import array
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..wire.channels import CHART_RESOLUTIONS, chart_resolution_ms
+from ...wire.channels import CHART_RESOLUTIONS, chart_resolution_ms
 
 RESOLUTIONS: tuple[str, ...] = CHART_RESOLUTIONS
 """The resolutions Deribit offers, as its ``resolution`` param spells them (minutes, or ``1D``)."""

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from ..wire.names import PERPETUAL_EXPIRY_MS, date_code, expiry_ms, expiry_schedule, strike_text
+from ...wire.names import PERPETUAL_EXPIRY_MS, date_code, expiry_ms, expiry_schedule, strike_text
 
 
 @dataclass(slots=True, frozen=True)
