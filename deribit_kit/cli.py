@@ -6,6 +6,8 @@
     deribit-kit record [--upstream sim|test|prod|URL] --channels CH... | --books CURRENCY [--kind K] --out DIR
     deribit-kit fault URL drop|skip INSTR|stop-heartbeats|latency MS|halt INSTR|resume INSTR|storm N
     deribit-kit demo [--port 5006] [--replay DIR]                  exchange + broker port + live dashboards
+    deribit-kit kafka publish --bootstrap HOST:PORT [--prefix deribit] [--books CUR --kind K] [--channels CH...]
+    deribit-kit broker --upstream kafka://HOST:PORT/PREFIX          a broker (port, dashboards) fed from Kafka
 """
 
 from __future__ import annotations
@@ -156,8 +158,10 @@ async def run_broker(args: argparse.Namespace) -> None:
         await server.start()
         if dk.sim is not None:
             print(f"embedded exchange: {dk.ws_url}")
-        if dk.client is None and dk.upstream is not None:
+        if dk.client is None and dk.upstream is not None and args.upstream.startswith("replay:"):
             print(f"{dk.upstream.name} (speed {args.speed}; it starts with the first subscribe)")
+        elif dk.client is None and dk.upstream is not None:
+            print(f"upstream: {dk.upstream.name}")
         print(f"broker: {server.ws_url}  (health {server.http_url}/healthz, metrics {server.http_url}/metrics)")
         print(f"event loop: {type(asyncio.get_running_loop()).__module__.split('.')[0]}", flush=True)
         await _until_stopped()
@@ -226,6 +230,50 @@ def summary(manifest: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------- kafka
+async def run_kafka_publish(args: argparse.Namespace) -> None:
+    """Publish channels (and whole currencies' books, following the calendar) to Kafka."""
+    from .sinks.kafka import KafkaSink
+
+    if not args.channels and not args.books:
+        raise SystemExit("deribit-kit kafka publish: give --channels CH... and/or --books CURRENCY")
+    dk = await Deribit.connect(args.upstream)
+    config = dict(kv.split("=", 1) for kv in args.set)
+    sink = KafkaSink(dk.broker, args.bootstrap, prefix=args.prefix, channels=args.channels or (),
+                     books=args.books or None, kind=args.kind, book_interval=args.interval,
+                     snapshot_every=args.snapshot_every, compression=args.compression, linger_ms=args.linger_ms,
+                     batch_messages=args.batch_messages, max_buffer=args.max_buffer, partitions=args.partitions,
+                     idempotence=not args.no_idempotence, acks=args.acks, config=config)
+    stop = asyncio.get_running_loop().create_task(_until_stopped())
+    try:
+        await sink.start()
+        print(f"publishing {len(sink.channels)} channel(s) from {dk.upstream.name if dk.upstream else args.upstream} "
+              f"to {args.bootstrap} (topics {args.prefix}.*)" + (f" for {args.seconds:g} s" if args.seconds
+                                                                   else " (Ctrl-C stops)"), flush=True)
+        for ch in sink.channels[:20]:
+            print(f"  {ch}")
+        if len(sink.channels) > 20:
+            print(f"  ... and {len(sink.channels) - 20} more")
+        deadline = time.monotonic() + args.seconds if args.seconds else None
+        while not stop.done() and (deadline is None or time.monotonic() < deadline):
+            wait = args.report or None
+            if deadline is not None:
+                wait = max(0.0, min(wait or args.seconds, deadline - time.monotonic()))
+            await asyncio.wait({stop}, timeout=wait)
+            if args.report and not stop.done():
+                s = sink.stats()
+                print(f"  {s['state']}: {s['produced']} produced ({s['messages_per_s']:.0f}/s), {s['delivered']} "
+                      f"delivered, queue {s['queue_depth']}, p99 {s['delivery_p99_ms'] or 0:.1f} ms, lost "
+                      f"{s['lost']}, errors {s['errors']}", flush=True)
+    finally:
+        stop.cancel()
+        await sink.stop()
+        await dk.close()
+    s = sink.stats()
+    print(f"published {s['produced']} message(s), {s['delivered']} delivered, {s['snapshots']} snapshot(s), "
+          f"{s['gap_markers']} gap marker(s) ({s['lost']} lost), {s['errors']} error(s)", flush=True)
+
+
 # ---------------------------------------------------------------- fault
 FAULTS = {
     "drop": ("sim/drop_connections", []),
@@ -285,7 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("broker", help="serve a shared broker on its own Deribit-compatible port")
     b.add_argument("--upstream", default=None,
-                   help="sim (default: starts an embedded exchange), test, prod, a URL or replay:DIR (a recording)")
+                   help="sim (default: starts an embedded exchange), test, prod, a URL, replay:DIR (a recording) or "
+                        "kafka://HOST:PORT/PREFIX (the Kafka pipeline's topics)")
     b.add_argument("--host", default="127.0.0.1")
     b.add_argument("--port", type=int, default=0, help="0 picks a free port")
     b.add_argument("--certfile", default=None, help="TLS certificate (serves wss://)")
@@ -313,6 +362,31 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--snapshot-interval", type=float, default=60.0, help="checkpoint every book this often (s)")
     r.add_argument("--level", type=int, default=3, help="zstd level")
     r.set_defaults(func=run_record)
+
+    k = sub.add_parser("kafka", help="the Kafka pipeline: publish streams to a Kafka cluster")
+    ksub = k.add_subparsers(dest="kafka_command", required=True)
+    kp = ksub.add_parser("publish", help="publish channels (or whole currencies' books) to Kafka")
+    kp.add_argument("--upstream", default=None, help="sim (default), test, prod, a ws:// URL (a broker port too)")
+    kp.add_argument("--bootstrap", required=True, help="the Kafka cluster: HOST:PORT[,HOST:PORT...]")
+    kp.add_argument("--prefix", default="deribit", help="topic prefix ({prefix}.book, .trades, ...)")
+    kp.add_argument("--channels", nargs="+", default=[], metavar="CH", help="channels to publish")
+    kp.add_argument("--books", nargs="+", default=[], metavar="CURRENCY",
+                    help="the book of every instrument of these currencies (follows the calendar)")
+    kp.add_argument("--kind", default="option", choices=["future", "option", "spot", "any"], help="with --books")
+    kp.add_argument("--interval", default="100ms", help="book interval with --books (100ms, agg2, raw)")
+    kp.add_argument("--snapshot-every", default="1000", metavar="N|SECONDS",
+                    help="a snapshot per book every N changes (1000) or SECONDS (30s)")
+    kp.add_argument("--compression", default="snappy", choices=["snappy", "zstd", "lz4", "gzip", "none"])
+    kp.add_argument("--linger-ms", type=float, default=100.0, help="batch for this long (100)")
+    kp.add_argument("--batch-messages", type=int, default=100, help="... or this many messages (100)")
+    kp.add_argument("--max-buffer", type=int, default=100_000, help="messages queued at most (then gap markers)")
+    kp.add_argument("--partitions", type=int, default=4, help="partitions of the topics it creates")
+    kp.add_argument("--acks", default="all")
+    kp.add_argument("--no-idempotence", action="store_true")
+    kp.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="any librdkafka setting")
+    kp.add_argument("--seconds", type=float, default=0.0, help="stop after this long (0: until Ctrl-C)")
+    kp.add_argument("--report", type=float, default=10.0, help="print the figures this often (s; 0: never)")
+    kp.set_defaults(func=run_kafka_publish)
 
     f = sub.add_parser("fault", help="inject a fault into a running embedded exchange")
     f.add_argument("url", help="the exchange's ws:// URL")
