@@ -201,7 +201,7 @@ class SubscriptionError(DeribitError):
     """A subscription could not be made."""
 
 
-# Deribit's error codes and their short messages (see deribit-api.md section 8).
+# Deribit's error codes and their short messages (Deribit's API documentation, "Errors": https://docs.deribit.com).
 ERROR_MESSAGES: dict[int, str] = {
     -32000: "Missing params",
     -32600: "request entity too large",

@@ -28,10 +28,12 @@ class Event:
         self._waiters: list[asyncio.Future[Any]] = []
 
     def connect(self, handler: Callable[..., Any]) -> None:
+        """Call ``handler(*args)`` on every emission (once, however often it is connected); ``event += handler``."""
         if handler not in self._handlers:
             self._handlers.append(handler)
 
     def disconnect(self, handler: Callable[..., Any]) -> None:
+        """Stop calling ``handler`` (no error when it was not connected); ``event -= handler``."""
         try:
             self._handlers.remove(handler)
         except ValueError:
@@ -53,6 +55,8 @@ class Event:
         return bool(self._handlers or self._waiters)
 
     def emit(self, *args: Any) -> None:
+        """Call every handler with ``args`` and wake :meth:`wait` (a coroutine handler runs as a
+        task; a handler that raises is logged and the others still run)."""
         for handler in list(self._handlers):
             try:
                 result = handler(*args)

@@ -377,6 +377,7 @@ class Instrument(Model, kw_only=True):
 
     @property
     def is_perpetual(self) -> bool:
+        """True for a perpetual (``settlement_period`` is ``perpetual``)."""
         return self.settlement_period == "perpetual"
 
     @property
@@ -386,14 +387,17 @@ class Instrument(Model, kw_only=True):
 
     @property
     def is_option(self) -> bool:
+        """True for an option."""
         return self.kind == "option"
 
     @property
     def is_spot(self) -> bool:
+        """True for a spot pair."""
         return self.kind == "spot"
 
     @property
     def is_combo(self) -> bool:
+        """True for a future or option combo."""
         return self.kind.endswith("_combo")
 
     @property
@@ -407,6 +411,7 @@ class Instrument(Model, kw_only=True):
 
     @property
     def is_inverse(self) -> bool:
+        """Inverse (amounts in USD, settled in the coin), the opposite of :attr:`is_linear`."""
         return not self.is_linear
 
     @property
@@ -418,6 +423,7 @@ class Instrument(Model, kw_only=True):
 
     @property
     def created(self) -> datetime | None:
+        """When the instrument was listed (UTC), from ``creation_timestamp``."""
         return from_ms(self.creation_timestamp)
 
     def tick_size_at(self, price: float) -> float:
@@ -576,6 +582,7 @@ class PublicTrade(Model, kw_only=True):
 
     @property
     def time(self) -> datetime | None:
+        """The trade's time (UTC), from ``timestamp``."""
         return from_ms(self.timestamp)
 
 
@@ -586,6 +593,7 @@ class TradesPage(Model, kw_only=True):
     has_more: bool = False
 
     def to_frame(self) -> pd.DataFrame:
+        """The trades as a DataFrame."""
         return FrameList(self.trades, item_type=PublicTrade).to_frame()
 
 
@@ -729,7 +737,7 @@ class Order(Model, kw_only=True):
     primary_order_id: str | None = None
     is_primary_otoco: bool | None = None
     is_secondary_oto: bool | None = None
-    # legacy fields, absent from the current spec but read by ccxt (deribit-api.md 6.2)
+    # legacy fields, absent from the current order object (https://docs.deribit.com) but read by ccxt
     commission: float | None = None
     profit_loss: float | None = None
     max_show: float | None = None
@@ -751,6 +759,7 @@ class Order(Model, kw_only=True):
 
     @property
     def remaining(self) -> float | None:
+        """The amount not filled yet (``amount - filled_amount``), or ``None`` without an amount."""
         if self.amount is None:
             return None
         return self.amount - (self.filled_amount or 0.0)
@@ -804,6 +813,7 @@ class UserTrade(Model, kw_only=True):
 
     @property
     def time(self) -> datetime | None:
+        """The trade's time (UTC), from ``timestamp``."""
         return from_ms(self.timestamp)
 
 
@@ -814,6 +824,7 @@ class UserTradesPage(Model, kw_only=True):
     has_more: bool = False
 
     def to_frame(self) -> pd.DataFrame:
+        """The user trades as a DataFrame."""
         return FrameList(self.trades, item_type=UserTrade).to_frame()
 
 
@@ -869,6 +880,7 @@ class Position(Model, kw_only=True):
 
     @property
     def is_flat(self) -> bool:
+        """True when the position is closed (size 0)."""
         return self.size == 0 or self.direction == "zero"
 
 

@@ -260,6 +260,7 @@ class Consumer:
         return self
 
     async def add_channels(self, channels: Iterable[str]) -> None:
+        """Also receive ``channels`` (the ones not held yet join at once when the consumer is running)."""
         new = [c for c in channels if c not in self.channels]
         if new:
             self.channels += new
@@ -267,6 +268,7 @@ class Consumer:
                 self.accepted += await self.broker._attach(self, new)
 
     async def remove_channels(self, channels: Iterable[str]) -> None:
+        """Stop receiving ``channels`` (the broker unsubscribes them upstream when nobody else holds them)."""
         gone = [c for c in channels if c in self.channels]
         if gone:
             self.channels = [c for c in self.channels if c not in gone]
@@ -308,6 +310,7 @@ class Consumer:
         await self.close()
 
     def metrics(self) -> dict[str, Any]:
+        """Counts of this consumer: delivered, consumed, dropped, queue depth, latency (:meth:`Broker.metrics`)."""
         return {
             "name": self.name, "policy": self.policy, "maxsize": self.maxsize, "channels": len(self.channels),
             "delivered": self.delivered, "consumed": self.consumed, "dropped": self.dropped,

@@ -114,10 +114,12 @@ class Client(Methods):
 
     @property
     def is_authenticated(self) -> bool:
+        """True once ``public/auth`` succeeded on this connection."""
         return self._auth is not None
 
     @property
     def transport(self) -> WsTransport | HttpTransport:
+        """The connected transport (WebSocket or HTTP); raises when the client is not connected."""
         if self._transport is None:
             raise DeribitKitError("not connected: use `await Deribit.connect()`")
         return self._transport

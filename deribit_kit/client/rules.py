@@ -142,6 +142,7 @@ def round_price(inst: Instrument, price: float, mode: RoundMode = "nearest") -> 
 
 
 def is_on_tick(inst: Instrument, price: float) -> bool:
+    """True when ``price`` lies on the instrument's tick grid at that price (``tick_size_steps`` honoured)."""
     return on_grid(price, inst.tick_size_at(price))
 
 

@@ -52,13 +52,19 @@ class CandleSource(Protocol):
 
     reconnected: Event
 
-    async def get_time(self) -> int: ...
+    async def get_time(self) -> int:
+        """The exchange's time in milliseconds (``public/get_time``)."""
+        ...
 
     async def candles(self, instrument: str, resolution: str | int = "1", start: datetime | int | None = None,
-                      end: datetime | int | None = None) -> FrameList[Candle]: ...
+                      end: datetime | int | None = None) -> FrameList[Candle]:
+        """Candles of ``instrument`` at ``resolution`` between ``start`` and ``end``."""
+        ...
 
     def subscribe(self, *channels: str, callback: Callable[[Any], Any] | None = None,
-                  maxsize: int = 10_000) -> Any: ...
+                  maxsize: int = 10_000) -> Any:
+        """A broker consumer of ``channels`` (calling ``callback`` for each message when given)."""
+        ...
 
 
 class LiveCandles:

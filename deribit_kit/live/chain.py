@@ -54,6 +54,7 @@ class OptionChain:
 
     @property
     def channels(self) -> list[str]:
+        """The book or ticker channels of the chain's instruments, as subscribed now."""
         return self.consumer.channels
 
     async def refresh(self) -> tuple[list[str], list[str]]:
@@ -78,6 +79,7 @@ class OptionChain:
         return added, removed
 
     async def close(self) -> None:
+        """Stop following the chain: unsubscribe its channels (the owner forgets it)."""
         if self.on_close is not None:
             self.on_close(self)
         await self.consumer.close()

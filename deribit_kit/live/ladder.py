@@ -360,6 +360,7 @@ def make_side(tick: float | None, desc: bool, levels: list[Level]) -> Side:
 
 
 def valid_tick(tick: float | None) -> float | None:
+    """``tick`` as a float when it is a positive finite number, ``None`` for none; raises ``ValueError`` otherwise."""
     if tick is None:
         return None
     tick = float(tick)

@@ -95,6 +95,7 @@ class LiveBook:
 
     @property
     def state(self) -> str:
+        """The book's state: ``syncing``, ``live``, ``resyncing`` or ``stale``."""
         return self.book.state
 
     async def close(self) -> None:

@@ -265,34 +265,42 @@ class OrderBook:
 
     @property
     def is_live(self) -> bool:
+        """True when the book is synced from a snapshot and its change chain is intact."""
         return self.state == LIVE
 
     @property
     def n_bids(self) -> int:
+        """Number of bid levels."""
         return len(self._bids)
 
     @property
     def n_asks(self) -> int:
+        """Number of ask levels."""
         return len(self._asks)
 
     @property
     def best_bid(self) -> Level | None:
+        """The best bid level ``(price, amount)``, or ``None`` when the side is empty."""
         return self._bids.best()
 
     @property
     def best_ask(self) -> Level | None:
+        """The best ask level ``(price, amount)``, or ``None`` when the side is empty."""
         return self._asks.best()
 
     @property
     def best_bid_price(self) -> float | None:
+        """The best bid price, or ``None``."""
         return self._bids.best_price
 
     @property
     def best_ask_price(self) -> float | None:
+        """The best ask price, or ``None``."""
         return self._asks.best_price
 
     @property
     def spread(self) -> float | None:
+        """Best ask minus best bid, or ``None`` when a side is empty."""
         bp, ap = self._bids.best_price, self._asks.best_price
         if bp is None or ap is None:
             return None
@@ -300,6 +308,7 @@ class OrderBook:
 
     @property
     def mid(self) -> float | None:
+        """The mid price (best bid + best ask) / 2, or ``None`` when a side is empty."""
         bp, ap = self._bids.best_price, self._asks.best_price
         if bp is None or ap is None:
             return None

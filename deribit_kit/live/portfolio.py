@@ -106,6 +106,7 @@ class Portfolio:
         await self.resync()
 
     async def close(self) -> None:
+        """Stop following the account: close its subscriptions and forget the reconnect handler."""
         self.client.reconnected -= self._on_reconnected
         for sub in (self._sub, self._changes_sub):
             if sub is not None:
@@ -241,12 +242,15 @@ class Portfolio:
 
     # ------------------------------------------------------------ views
     def orders_frame(self) -> pd.DataFrame:
+        """The open orders as a DataFrame."""
         return FrameList(self.orders.values(), item_type=Order).to_frame()
 
     def positions_frame(self) -> pd.DataFrame:
+        """The positions as a DataFrame."""
         return FrameList(self.positions.values(), item_type=Position).to_frame()
 
     def balances_frame(self) -> pd.DataFrame:
+        """The account summaries (one per currency) as a DataFrame."""
         return FrameList(self.balances.values(), item_type=AccountSummary).to_frame()
 
     def to_frame(self) -> pd.DataFrame:

@@ -91,12 +91,15 @@ class ReadReport:
 
     @property
     def ok(self) -> bool:
+        """True when no record was corrupt and no segment was cut."""
         return not self.corrupt and not self.cut
 
     def add_corrupt(self, segment: str, line: int, reason: str, text: bytes = b"") -> None:
+        """Note a corrupt record (its segment, line, why, and the first 120 bytes)."""
         self.corrupt.append(CorruptRecord(segment, line, reason, bytes(text[:120])))
 
     def summary(self) -> str:
+        """One line for a person: segments, records, and where the corrupt records and cut segments are."""
         parts = [f"{len(self.segments)} segment(s), {self.records} records"]
         if self.corrupt:
             where = ", ".join(f"{c.segment} line {c.line}" for c in self.corrupt[:5])

@@ -27,6 +27,7 @@ Opener = Callable[[Path], IO[bytes]]
 
 
 def segment_name(index: int) -> str:
+    """The file name of segment ``index`` (``segment-000001.ndjson.zst``)."""
     return f"segment-{index:06d}.ndjson.zst"
 
 
@@ -56,6 +57,7 @@ class SegmentWriter:
 
     @property
     def is_open(self) -> bool:
+        """True while a segment is being written."""
         return self._zw is not None
 
     def open(self, index: int, first_line: bytes) -> str:
@@ -86,6 +88,7 @@ class SegmentWriter:
                 fh.flush()
 
     def compressed_bytes(self) -> int:
+        """Bytes of the open segment on disk so far (0 when none is open)."""
         fh = self._file
         try:
             return int(fh.tell()) if fh is not None else 0
