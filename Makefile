@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: run test lint bench bench-deps bench-ui clean sim watch screenshots
+.PHONY: run test lint bench bench-deps bench-ui clean sim watch screenshots lab docs
 
 # setup.py builds the optional C loop (deribit_kit/live/_speedups.c) in place; without a C compiler
 # the install goes on and the pure-Python loop is used
@@ -52,3 +52,22 @@ screenshots: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# JupyterLab on notebooks/ with everything the notebooks need (the notebooks and dashboards extras)
+LAB_STAMP := $(VENV)/.lab-installed
+$(LAB_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[test,dashboards,notebooks]'
+	touch $(LAB_STAMP)
+
+lab: $(LAB_STAMP)
+	$(VENV)/bin/jupyter lab notebooks/
+
+# the documentation site (mkdocs.yml, docs/) into site/, warnings as errors; the notebooks are
+# executed on this venv's kernel (JUPYTER_PATH: never another python3 kernelspec of the machine)
+DOCS_STAMP := $(VENV)/.docs-installed
+$(DOCS_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[test,dashboards,notebooks,docs]'
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	JUPYTER_PATH=$(abspath $(VENV))/share/jupyter NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
