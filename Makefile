@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: run test lint bench bench-deps bench-ui clean sim watch screenshots lab docs
+.PHONY: run test lint bench bench-deps bench-ui clean sim watch screenshots lab docs stress
 
 # setup.py builds the optional C loop (deribit_kit/live/_speedups.c) in place; without a C compiler
 # the install goes on and the pure-Python loop is used
@@ -27,7 +27,7 @@ sim: $(STAMP)
 	$(VENV)/bin/deribit-kit sim
 
 lint: $(STAMP)
-	$(PY) -m ruff check deribit_kit tests bench
+	$(PY) -m ruff check deribit_kit tests bench stress
 	$(PY) -m mypy
 
 test: lint
@@ -45,6 +45,11 @@ bench-deps: $(BENCH_STAMP)
 
 bench-ui: $(STAMP)
 	$(PY) bench/dashboard_cpu.py
+
+# the reliability campaigns: 1,000 orders under connection drops, 100,000 hostile frames at the broker
+# port in 3 rounds, a 30-minute soak; figures, no timed assertions (STRESS_ARGS="--quick": ~4 min)
+stress: $(STAMP)
+	$(PY) stress/run.py $(STRESS_ARGS)
 
 # refresh the README's pictures (docs/screenshots/) from the browser tests
 screenshots: $(STAMP)
