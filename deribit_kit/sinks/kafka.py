@@ -135,7 +135,8 @@ class KafkaSink:
                  retries: int = 2_147_483_647, retry_backoff_ms: int = 100, retry_backoff_max_ms: int = 1000,
                  max_buffer: int = 100_000, max_buffer_kbytes: int = 1 << 20, delivery_timeout_ms: int = 30_000,
                  stall_timeout: float = 5.0, partitions: int = 4, chain_refresh: float = 60.0,
-                 config: dict[str, Any] | None = None, name: str = "kafka-sink") -> None:
+                 chain_templates: Iterable[str] | None = None, config: dict[str, Any] | None = None,
+                 name: str = "kafka-sink") -> None:
         if not isinstance(broker, Broker) and isinstance(getattr(broker, "broker", None), Broker):
             broker = broker.broker
         if not isinstance(broker, Broker):
@@ -157,6 +158,8 @@ class KafkaSink:
         self.currencies = [books] if isinstance(books, str) else list(books or [])
         self.kind = kind
         self.book_interval = book_interval
+        # the channels of each instrument of a followed chain (``{name}``: the instrument)
+        self.chain_templates = list(chain_templates or (f"book.{{name}}.{book_interval}",))
         self.snap_changes, self.snap_seconds = _snapshot_every(snapshot_every)
         self.partitions = partitions
         self.chain_refresh = chain_refresh
@@ -598,14 +601,15 @@ class KafkaSink:
         return self
 
     async def _add_chain(self, currency: str, kind: str) -> None:
-        cons = self.broker.consumer([], "drop_oldest", 1, callback=self._on_item, name=f"{self.name}:{currency}-{kind}")
-        await cons.start()
-        self._chain_consumers.append(cons)
-        chain = OptionChain(self.broker.upstream, currency, None, kind, None, f"book.{{name}}.{self.book_interval}",
-                            _ChainChannels(self, cons))
-        self._chains.append(chain)
-        added, _ = await chain.refresh()
-        log.info("kafka sink %s: %d %s %s book channel(s)", self.name, len(added), currency, kind)
+        for template in self.chain_templates:
+            cons = self.broker.consumer([], "drop_oldest", 1, callback=self._on_item,
+                                        name=f"{self.name}:{currency}-{kind}:{template.split('.')[0]}")
+            await cons.start()
+            self._chain_consumers.append(cons)
+            chain = OptionChain(self.broker.upstream, currency, None, kind, None, template, _ChainChannels(self, cons))
+            self._chains.append(chain)
+            added, _ = await chain.refresh()
+            log.info("kafka sink %s: %d %s %s channel(s) (%s)", self.name, len(added), currency, kind, template)
 
     async def refresh(self) -> tuple[list[str], list[str]]:
         """List the followed chains' instruments again now; returns (joined, left) channels."""
