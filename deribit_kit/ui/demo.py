@@ -123,6 +123,7 @@ async def run_demo(args: argparse.Namespace) -> None:
     sim = None if replay_dir else await Simulator(host, args.sim_port, seed=args.seed).start()
     upstream: Deribit | None = None
     server: BrokerServer | None = None
+    kafka_leg: Any = None
     proc: subprocess.Popen[bytes] | None = None
     log_file: Any = None
     stop = asyncio.Event()
@@ -143,6 +144,11 @@ async def run_demo(args: argparse.Namespace) -> None:
             env["DERIBIT_TARGET"] = f"replay:{replay_dir}?speed={args.speed}"
         server = await BrokerServer(upstream.broker, host, args.broker_port).start()
         env[BROKER_URL_ENV] = server.http_url
+        if args.kafka:  # collect -> Kafka -> a second broker and dashboards fed only from it (ui/kafka_demo.py)
+            from .kafka_demo import KafkaLeg
+
+            kafka_leg = KafkaLeg(upstream.broker, host, bootstrap=args.bootstrap, prefix=args.kafka_prefix)
+            await kafka_leg.start(files, dict(env), args.verbose)
         root = str(package_root())  # the child imports the deribit_kit this process runs
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
         env.pop("BOKEH_RESOURCES", None)  # "cdn" would make the pages reach out to the internet
@@ -177,6 +183,8 @@ async def run_demo(args: argparse.Namespace) -> None:
             print(f"  Exchange:  {sim.ws_url}   (API key {acct.client_id} / {acct.client_secret})")
         else:
             print(f"  Replay:    {replay_dir}   (speed {args.speed}; a replay has no account: trading is off)")
+        for line in kafka_leg.lines() if kafka_leg is not None else ():
+            print(line)
         if log_file is not None:
             print(f"  Log:       {log_file.name}")
         print("Ctrl-C stops everything.", flush=True)
@@ -189,6 +197,8 @@ async def run_demo(args: argparse.Namespace) -> None:
         else:
             print("deribit-kit demo: stopping…", flush=True)
     finally:
+        if kafka_leg is not None:
+            await kafka_leg.stop()
         if proc is not None:
             await asyncio.to_thread(_stop_child, proc)
         if server is not None:
@@ -216,6 +226,10 @@ def add_parser(sub: Any) -> None:
     d.add_argument("--verbose", action="store_true", help="show panel serve's own log")
     d.add_argument("--replay", default=None, metavar="DIR", help="run on a recording (deribit-kit record) instead")
     d.add_argument("--speed", default="1.0", help="with --replay: max, or a factor of the recorded pace (1.0)")
+    d.add_argument("--kafka", action="store_true",
+                   help="also publish to Kafka and serve a second broker and dashboards fed only from it")
+    d.add_argument("--bootstrap", default=None, help="with --kafka: a Kafka cluster (default: a local Tansu)")
+    d.add_argument("--kafka-prefix", default="deribit", help="with --kafka: the topic prefix")
     d.set_defaults(func=run_demo)
 
 
