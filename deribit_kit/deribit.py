@@ -218,6 +218,7 @@ class Deribit(Methods):
             return live.snapshot() if live is not None else None
 
         source.book_source = book
+        self.broker.attach("kafka-source", source)  # its figures on /metrics and the ops page
         return self
 
     @property
