@@ -9,6 +9,7 @@ layout). Every import counts — module level, inside functions (lazy) and under
     ui/        is imported by nothing but ui/ and the command line
     sinks/     imports neither ui/, sim/, the facade nor the command line (a broker consumer)
     recording/ imports only wire, errors, models and events (the format is pure)
+    sim/exchange/ imports only wire, errors and itself, and no I/O (asyncio, sockets, websockets, ...)
     pipeline/  imports only wire, errors and models (the Kafka schema and continuity rules are pure)
 and there is no import cycle between client/, upstream/, broker/ and live/.
 """
@@ -96,6 +97,32 @@ def test_recording_imports_only_the_pure_layers() -> None:
     assert "deribit_kit.recording.reader" in mods
     bad = sorted(f"{m} imports {d}" for m in mods for d in GRAPH[m] if _layer(d) not in RECORDING_MAY_IMPORT)
     assert not bad, "\n".join(bad)
+
+
+IO_MODULES = {"asyncio", "socket", "ssl", "selectors", "threading", "subprocess", "websockets", "h11", "httpx",
+              "aiohttp", "uvloop", "picows"}
+
+
+def _foreign_imports(path: Path) -> set[str]:
+    """The top-level names of modules outside the kit that ``path`` imports (anywhere in the file)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            found.add(node.module.split(".")[0])
+    return found - {"deribit_kit"}
+
+
+def test_the_exchange_state_is_pure() -> None:
+    """sim/exchange/ is the exchange's state: no transport, no server, no publishing, no I/O."""
+    mods = [m for m in GRAPH if m.startswith("deribit_kit.sim.exchange")]
+    assert "deribit_kit.sim.exchange.matching" in mods and "deribit_kit.sim.exchange.engine" in mods
+    bad = sorted(f"{m} imports {d}" for m in mods for d in GRAPH[m]
+                 if not (d.startswith("deribit_kit.sim.exchange") or _layer(d) in ("wire", "errors")))
+    io = sorted(f"{p.relative_to(ROOT)} imports {name}" for p in (ROOT / "sim" / "exchange").rglob("*.py")
+                for name in _foreign_imports(p) & IO_MODULES)
+    assert not bad and not io, "\n".join(bad + io)
 
 
 def test_transport_imports_only_wire_errors_and_events() -> None:

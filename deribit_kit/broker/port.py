@@ -279,14 +279,6 @@ class BrokerServer(Endpoint):
         self.rpc = RpcServer(METHODS, testnet=testnet, rate_limits=rate_limits, authorize=self._require_auth,
                              fallback=self._fallback, stats=self.stats)
 
-    @property
-    def testnet(self) -> bool:
-        return self.rpc.testnet
-
-    @property
-    def rate_limits(self) -> bool:
-        return self.rpc.rate_limits
-
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> BrokerServer:
         await self.listen()

@@ -219,14 +219,6 @@ class Simulator(Endpoint):
         return self.exchange.accounts
 
     @property
-    def testnet(self) -> bool:
-        return self.rpc.testnet
-
-    @property
-    def rate_limits(self) -> bool:
-        return self.rpc.rate_limits
-
-    @property
     def max_send_buffer(self) -> int:
         return self.pubsub.max_send_buffer
 

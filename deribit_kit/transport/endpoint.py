@@ -157,6 +157,14 @@ class Endpoint:
             t.cancel()
 
     @property
+    def testnet(self) -> bool:
+        return self.rpc.testnet
+
+    @property
+    def rate_limits(self) -> bool:
+        return self.rpc.rate_limits
+
+    @property
     def ws_url(self) -> str:
         return f"{'wss' if self.ssl_context else 'ws'}://{self.host}:{self.port}{self.ws_path}"
 

@@ -91,6 +91,12 @@ async def test_subscribe_needs_an_array_of_channel_names(client: RawPeer, params
     assert reply["error"]["code"] == -32602
 
 
+async def test_a_channel_named_twice_is_subscribed_once(client: RawPeer) -> None:
+    chan = "ticker.BTC-PERPETUAL.100ms"
+    assert await client.result("public/subscribe", {"channels": [chan, chan]}) == [chan]
+    assert await client.result("public/subscribe", {"channels": [chan]}) == [chan]  # already held: listed again
+
+
 async def test_subscribe_leaves_unknown_channels_out(client: RawPeer) -> None:
     got = await client.result("public/subscribe", {"channels": ["ticker.BTC-PERPETUAL.100ms", "no.such.channel"]})
     assert got == ["ticker.BTC-PERPETUAL.100ms"]
