@@ -6,7 +6,8 @@ shared client and broker per process (:mod:`deribit_kit.ui.app`).
     pn.extension("tabulator", inline=True)        # inline=True in an offline notebook
     MarketDashboard(hub=Hub.for_client(dk))         # renders in the cell, updates live
 
-Served apps are in ``dashboards/`` (``panel serve dashboards/*.py``, or ``deribit-kit demo``).
+Served apps ship in :mod:`deribit_kit.ui.dashboards` (``panel serve deribit_kit/ui/dashboards/*.py``, or
+``deribit-kit demo``); the operations page is :class:`~deribit_kit.ui.ops.OpsDashboard`.
 Needs the ``dashboards`` extra (``pip install 'deribit-kit[dashboards]'``). Names are imported on
 first use, so ``deribit_kit.ui.demo`` and ``deribit_kit.ui.render`` work without loading Panel.
 """
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
         TickerStats,
         TradesTape,
     )
+    from .ops import OpsDashboard
     from .options import OptionChainTable, OptionsDashboard, SmilePlot, TermStructurePlot
     from .trading import AccountPanel, KillSwitch, OpenOrders, OrderTicket, PositionsTable, TradingDashboard
 
@@ -49,6 +51,7 @@ _WHERE = {
     "base": ["ConnectionBanner", "HtmlView", "LiveDashboard"],
     "market": ["BookStatus", "CandleChart", "DepthChart", "InstrumentPicker", "Ladder", "MarketDashboard",
                "TickerStats", "TradesTape"],
+    "ops": ["OpsDashboard"],
     "options": ["OptionChainTable", "OptionsDashboard", "SmilePlot", "TermStructurePlot"],
     "trading": ["AccountPanel", "KillSwitch", "OpenOrders", "OrderTicket", "PositionsTable", "TradingDashboard"],
 }
@@ -73,6 +76,7 @@ __all__ = [
     "MarketDashboard",
     "MarketFeed",
     "OpenOrders",
+    "OpsDashboard",
     "OptionChainTable",
     "OptionsDashboard",
     "OrderTicket",
