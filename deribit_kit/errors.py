@@ -18,6 +18,8 @@ of the protocol agree on codes and messages by construction.
     ├── RecordingError                 a recording cannot be read (unknown schema version, not a recording)
     ├── RecorderError                  a recorder stopped (the disk is full, the folder is taken)
     ├── ValidationError                refused before sending (units, tick size, amounts)
+    ├── ChannelError                   a channel name Deribit would not accept (also a ValueError)
+    ├── BlockingCallInLoopError        a blocking (sync) call inside a running event loop
     └── DeribitError                   the exchange answered with an error
         ├── InvalidRequestError        JSON-RPC level: parse, method, params, size
         │   ├── MethodNotFoundError
@@ -90,6 +92,14 @@ class RecorderError(DeribitKitError):
 
 class ValidationError(DeribitKitError, ValueError):
     """A request was refused before it was sent (amount units, tick size, minimum amount)."""
+
+
+class ChannelError(DeribitKitError, ValueError):
+    """A channel name that Deribit would not accept."""
+
+
+class BlockingCallInLoopError(DeribitKitError, RuntimeError):
+    """A blocking call was made from inside a running event loop."""
 
 
 class DeribitError(DeribitKitError):

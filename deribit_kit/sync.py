@@ -26,13 +26,10 @@ from typing import Any, TypeVar
 
 from . import deribit as _facade
 from .broker.consumer import Consumer, Item
+from .errors import BlockingCallInLoopError as BlockingCallInLoopError
 from .errors import DeribitKitError
 
 T = TypeVar("T")
-
-
-class BlockingCallInLoopError(DeribitKitError, RuntimeError):
-    """A blocking call was made from inside a running event loop."""
 
 
 _nested_allowed = False

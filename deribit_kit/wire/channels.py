@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..errors import ChannelError as ChannelError
+
 INTERVALS = ("raw", "100ms", "agg2")
 BOOK_GROUPS = ("none", "1", "2", "5", "10", "25", "100", "250")
 BOOK_DEPTHS = ("1", "10", "20")
@@ -59,10 +61,6 @@ class Channel:
         """Only the newest message matters (state snapshots rather than events)."""
         return self.family in ("book_grouped", "ticker", "quote", "price_index", "perpetual",
                                "user.portfolio", "platform_state")
-
-
-class ChannelError(ValueError):
-    """A channel name that Deribit would not accept."""
 
 
 def parse_channel(name: str) -> Channel:
