@@ -1,14 +1,15 @@
 """Candles (OHLCV) of the embedded exchange, built from its own trades; pure state, no I/O.
 
 Where a trade arrives: :meth:`CandleStore.on_trade`, called by
-:meth:`deribit_kit.sim.market.Market.record_trade` for every public trade (the market makers'
-and the users'). It is folded into one candle per resolution Deribit lists (``1, 3, 5, 10, 15,
+:meth:`deribit_kit.sim.exchange.market.Market.record_trade` for every public trade (the market
+makers' and the users'). It is folded into one candle per resolution Deribit lists (``1, 3, 5, 10, 15,
 30, 60, 120, 180, 360, 720`` minutes and ``1D``); periods start at multiples of the resolution
 since the UNIX epoch (UTC midnight for ``1D``), as Deribit's ``tick`` does. Where candles leave:
 :meth:`CandleStore.chart_data` is the result of ``public/get_tradingview_chart_data`` (columnar,
-``status`` ``"ok"`` or ``"no_data"``) and :meth:`CandleStore.due` is the message of
-``chart.trades.{instrument}.{resolution}`` for one tick of the server (the open candle again
-when it traded, a filler candle when a new period begins without trades).
+``status`` ``"ok"`` or ``"no_data"``; :mod:`deribit_kit.sim.rpc.public`) and
+:meth:`CandleStore.due` is the message of ``chart.trades.{instrument}.{resolution}`` for one tick
+(the open candle again when it traded, a filler candle when a new period begins without trades;
+published by :mod:`deribit_kit.sim.pubsub`).
 
 Units, as Deribit's: ``volume`` is in the base currency and ``cost`` in the quote currency (for
 inverse futures, whose amounts are USD, ``volume = amount / price`` and ``cost = amount``; for the

@@ -217,7 +217,7 @@ class Market:
         self.premium: dict[str, float] = dict.fromkeys(self.index, 0.0002)
         self.instruments: dict[str, Instrument] = {}
         self.expired: dict[str, Instrument] = {}
-        self.candles = CandleStore()  # OHLCV of every instrument from its trades (sim/candles.py)
+        self.candles = CandleStore()  # OHLCV of every instrument from its trades (candles.py)
         self._next_id = 100_000
         self._trade_id = 300_000_000
         self.last_step_ms = self.now_ms()
