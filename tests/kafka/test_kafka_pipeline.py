@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
+from kafka_fixtures import kafka, prefix
 
 from deribit_kit import Deribit
 from deribit_kit.broker import Broker
@@ -29,6 +30,7 @@ ETH = "ETH-PERPETUAL"
 BOOK = f"book.{BTC}.100ms"
 
 pytestmark = pytest.mark.timeout(60)
+__all__ = ["kafka", "prefix"]  # the fixtures
 
 
 async def until(pred: Callable[[], bool], timeout: float = 15.0) -> None:
