@@ -96,7 +96,8 @@ def broker_text(m: dict[str, Any]) -> str:
 
 def _components(p: PromText, comps: dict[str, dict[str, Any]]) -> None:
     """Each numeric figure of an attached component (recorder, Kafka sink/source) as one gauge,
-    labelled with the component's name; strings and nested values stay in the JSON metrics."""
+    labelled with the component's name; its text figures (a state, an error) as ``component_info``
+    samples labelled with the key and the value; nested values stay in the JSON metrics."""
     keys: dict[str, list[Sample]] = {}
     for name, stats in comps.items():
         for key, value in stats.items():
@@ -104,6 +105,9 @@ def _components(p: PromText, comps: dict[str, dict[str, Any]]) -> None:
                 keys.setdefault(key, []).append(({"component": name}, value))
     for key, samples in sorted(keys.items()):
         p.metric(f"component_{key}", "gauge", f"{key.replace('_', ' ')} of an attached component", samples)
+    texts: list[Sample] = [({"component": name, "key": key, "value": value}, 1)
+                           for name, stats in comps.items() for key, value in stats.items() if isinstance(value, str)]
+    p.metric("component_info", "gauge", "text figures of attached components (a state, an error)", texts)
 
 
 def port_text(m: dict[str, Any]) -> str:

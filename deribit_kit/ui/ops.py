@@ -162,7 +162,10 @@ class OpsSnapshot:
                                         "snapshots": "client_snapshots_total", "age_s": "client_age_seconds"})
         comps: dict[str, dict[str, Any]] = {}
         for name, found in s.items():
-            if name.startswith(BROKER + "component_"):
+            if name == BROKER + "component_info":  # text figures: the key and the value are labels
+                for labels, _ in found:
+                    comps.setdefault(labels.get("component", ""), {})[labels.get("key", "")] = labels.get("value")
+            elif name.startswith(BROKER + "component_"):
                 figure = name.removeprefix(BROKER + "component_")
                 for labels, value in found:
                     comps.setdefault(labels.get("component", ""), {})[figure] = value

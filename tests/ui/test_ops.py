@@ -29,7 +29,7 @@ class Counter:
         self.frames = 0
 
     def stats(self) -> dict[str, Any]:
-        return {"frames": self.frames, "dropped": 0, "running": True, "note": "strings stay in the JSON"}
+        return {"frames": self.frames, "dropped": 0, "running": True, "state": "writing", "nested": {"a": 1}}
 
 
 @pytest.fixture
@@ -82,7 +82,8 @@ async def test_the_snapshot_has_the_port_metrics_numbers(port: BrokerServer) -> 
         assert client["snapshots"] >= 1
         assert set(snap.consumers["consumer"]) == set(m["consumers"])
         comp = snap.components.set_index("component").loc["counter"]
-        assert comp["frames"] == 7 and comp["running"] == 1 and "note" not in snap.components
+        assert comp["frames"] == 7 and comp["running"] == 1 and comp["state"] == "writing"
+        assert "nested" not in snap.components  # nested values stay in broker.metrics()
         live.release()
     finally:
         broker.detach("counter")
