@@ -11,9 +11,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from conftest import DEMO_KEY, ManualClock, expect
+from conftest import DEMO_KEY, ManualClock, connect_peer, expect
 
 from deribit_kit import Deribit, Gap, Notification, ValidationError
+from deribit_kit.broker.port import BrokerServer
 from deribit_kit.events import Event
 from deribit_kit.live.candles import LiveCandles
 from deribit_kit.models import Candle, ChartData, FrameList, convert
@@ -160,6 +161,33 @@ async def test_live_candles_resync_after_a_reconnect(csim: Simulator, cdk: Derib
         assert live.last is not None and live.last.tick == T0 + 11 * MIN
     finally:
         await live.close()
+
+
+async def test_the_broker_port_shares_the_candle_channel(csim: Simulator, cdk: Deribit, clock: ManualClock) -> None:
+    """Another program reads chart.trades through the broker's Deribit-compatible port, on the same
+    upstream subscription as the live candles in this process."""
+    channel = f"chart.trades.{PERP}.1"
+    live = await cdk.candles(PERP, "1", live=True)
+    async with BrokerServer(cdk.broker) as srv:
+        peer = await connect_peer(srv.ws_url)
+        try:
+            assert await peer.result("public/subscribe", {"channels": [channel]}) == [channel]
+            got: dict[str, Any] | None = None
+            for _ in range(20):
+                clock.advance(1.0)
+                csim.step()
+                await cdk.get_time()  # what the exchange sent before this answer has reached the broker
+                await peer.barrier()  # and what the port sent before its answer has reached the peer
+                seen = [n["data"] for n in peer.drain() if n["channel"] == channel]
+                if seen:
+                    got = seen[-1]
+                    break
+            assert got is not None, "no candle through the port"
+            assert convert(got, Candle) == live.last
+            assert csim.subscriber_count(channel) == 1  # one upstream subscription for both readers
+        finally:
+            await peer.close()
+            await live.close()
 
 
 # ---------------------------------------------------------------- folding rules (a fake owner, no I/O)
