@@ -8,7 +8,7 @@ trades, edits) -> :mod:`.triggers` -> :mod:`.settlement`. Requests arrive from
 :mod:`deribit_kit.sim.rpc.trading`; each call records what it changed in a
 :class:`~.orders.Changes`, which :mod:`deribit_kit.sim.pubsub` publishes.
 
-Conventions (deribit-api.md 6-7):
+Conventions (the trading and account methods of Deribit's API, https://docs.deribit.com):
 
 * amounts are USD for inverse futures (multiples of ``contract_size``), coin for everything else;
 * inverse futures settle in the coin: PnL ``size * (1/avg - 1/price)``, average prices are
