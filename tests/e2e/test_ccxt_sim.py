@@ -1,7 +1,7 @@
 """A Deribit client nobody here wrote, unmodified, against the embedded exchange: ccxt 4.5.90's
 ``async_support.deribit`` (REST) and ``pro.deribit`` (WebSocket), pointed at the exchange through
-``exchange.urls`` only. Every HTTP request ccxt makes is checked to go to the exchange's loopback
-address, and its only WebSocket is the exchange's.
+``exchange.urls`` only (markets, books, tickers, trades, OHLCV). Every HTTP request ccxt makes is
+checked to go to the exchange's loopback address, and its only WebSocket is the exchange's.
 
 The exchange runs with ``autostep=False``: the market moves only when the test calls
 ``sim.step()``, so REST answers, the ccxt.pro book and ``public/get_order_book`` can be compared
@@ -109,6 +109,53 @@ async def test_rest_market_data(quiet_sim: Simulator, raw: RawPeer) -> None:
     finally:
         await ex.close()
     assert urls and all(u.startswith(sim.http_url) for u in urls)
+
+
+async def test_ohlcv_rest_and_websocket(quiet_sim: Simulator, raw: RawPeer) -> None:
+    """ccxt's fetch_ohlcv reads public/get_tradingview_chart_data and watch_ohlcv chart.trades.*: the
+    same candles as the exchange's own answer."""
+    sim = quiet_sim
+    sim.step(30)
+    ex = ccxt_async.deribit({"enableRateLimit": False})
+    urls = point_at(ex, sim)
+    try:
+        await ex.load_markets()
+        for timeframe, resolution in (("1m", "1"), ("1h", "60"), ("1d", "1D")):
+            ohlcv = await ex.fetch_ohlcv(PERP_SYMBOL, timeframe)
+            ref = await raw.result("public/get_tradingview_chart_data", {
+                "instrument_name": PERP, "start_timestamp": 0, "end_timestamp": sim.now_ms(), "resolution": resolution})
+            assert ref["status"] == "ok" and ohlcv, timeframe
+            assert ohlcv == [[t, o, h, lo, c, v] for t, o, h, lo, c, v in zip(
+                ref["ticks"], ref["open"], ref["high"], ref["low"], ref["close"], ref["volume"], strict=True)]
+    finally:
+        await ex.close()
+    assert urls and all(u.startswith(sim.http_url) for u in urls)
+
+    pro = ccxt_pro.deribit({"enableRateLimit": False})
+    point_at(pro, sim)
+    try:
+        await pro.load_markets()
+        clock = asyncio.ensure_future(market_clock(sim))  # the market moves on its own while ccxt watches
+        try:
+            candles = await asyncio.wait_for(pro.watch_ohlcv(PERP_SYMBOL, "1m"), 10)
+        finally:
+            clock.cancel()
+        now = await raw.result("public/get_tradingview_chart_data", {
+            "instrument_name": PERP, "start_timestamp": 0, "end_timestamp": sim.now_ms(), "resolution": "1"})
+        tick, open_, high, low, _close, volume = candles[-1]
+        i = now["ticks"].index(tick)  # a period the exchange has, at a state it went through
+        assert open_ == now["open"][i] and high <= now["high"][i] and low >= now["low"][i]
+        assert 0 <= volume <= now["volume"][i]
+        assert sim.subscriber_count(f"chart.trades.{PERP}.1") == 1
+    finally:
+        await pro.close()
+
+
+async def market_clock(sim: Simulator, interval: float = 0.05) -> None:
+    """Step the market every ``interval`` s (what ``autostep`` does), until cancelled."""
+    while True:
+        sim.step()
+        await asyncio.sleep(interval)
 
 
 async def test_watch_order_book_tracks_the_exchange(quiet_sim: Simulator, raw: RawPeer) -> None:
