@@ -140,16 +140,16 @@ class Broker:
     # ------------------------------------------------------------ the hot path
     def _on_notification(self, channel: str, data: Any, raw: str | bytes | None) -> None:
         """The upstream's sink: fold into the book, then hand to every consumer of the channel."""
-        st = self._channels.get(channel)
-        if st is None:
+        chan = self._channels.get(channel)
+        if chan is None:
             self.unrouted += 1
             return
-        count = st.messages = st.messages + 1
+        count = chan.messages = chan.messages + 1
         if not count & 7 or count == 1:  # latency is sampled: every 8th message (a clock read saved on the others)
             ts = data.get("timestamp") if type(data) is dict else None
             if ts is not None:
-                st.latency_ms = time.time() * 1000.0 - ts
-        live = st.live
+                chan.latency_ms = time.time() * 1000.0 - ts
+        live = chan.live
         if live is not None:
             book = live.book
             try:
@@ -159,15 +159,15 @@ class Broker:
                 ok = False
             if not ok:
                 if book.state == RESYNCING:
-                    self._resync(st)
+                    self._resync(chan)
             else:
                 live.changed()
-                if book.state == LIVE and st.book_pushes:
-                    note = st.book_note
+                if book.state == LIVE and chan.book_pushes:
+                    note = chan.book_note
                     assert note is not None
-                    for push in st.book_pushes:
+                    for push in chan.book_pushes:
                         push(note)
-        pushes = st.pushes
+        pushes = chan.pushes
         if pushes:
             n = Notification(channel, data, raw)
             for push in pushes:
@@ -193,14 +193,14 @@ class Broker:
         self._consumers.add(consumer)
         states = []
         for ch in channels:
-            st = self._acquire(ch)
-            if consumer.policy == "conflate" and st.is_book and consumer.callback is None:
-                self._ensure_book(st)
-                st.book_pushes.append(consumer._push)
+            chan = self._acquire(ch)
+            if consumer.policy == "conflate" and chan.is_book and consumer.callback is None:
+                self._ensure_book(chan)
+                chan.book_pushes.append(consumer._push)
             else:
-                st.pushes.append(consumer._push)
-            st.consumers.add(consumer)
-            states.append(st)
+                chan.pushes.append(consumer._push)
+            chan.consumers.add(consumer)
+            states.append(chan)
         try:
             return await self._accepted(states)
         except BaseException:
@@ -209,30 +209,30 @@ class Broker:
 
     async def _accepted(self, states: list[_Channel]) -> list[str]:
         """Wait for the pending subscribes of ``states``; the accepted names, or the first error."""
-        futs = [st.outcome for st in states if st.outcome is not None]
+        futs = [chan.outcome for chan in states if chan.outcome is not None]
         if futs:
             await asyncio.gather(*(asyncio.shield(f) for f in futs))
-        accepted = [st.name for st in states if st.on_wire]
+        accepted = [chan.name for chan in states if chan.on_wire]
         if states and not accepted:
-            errors = [st.refused for st in states if st.refused is not None]
+            errors = [chan.refused for chan in states if chan.refused is not None]
             if errors and not all(isinstance(e, SubscriptionError) for e in errors):
                 raise errors[0]
             raise SubscriptionError(11052, "subscribe_error_unsubscribed",
                                     {"reason": "the exchange accepted none of the channels",
-                                     "channels": [st.name for st in states]}, method="public/subscribe")
+                                     "channels": [chan.name for chan in states]}, method="public/subscribe")
         return accepted
 
     def _detach(self, consumer: Consumer, channels: list[str]) -> None:
         for ch in channels:
-            st = self._channels.get(ch)
-            if st is None or consumer not in st.consumers:
+            chan = self._channels.get(ch)
+            if chan is None or consumer not in chan.consumers:
                 continue
-            st.consumers.discard(consumer)
+            chan.consumers.discard(consumer)
             push = consumer._push
-            for lst in (st.pushes, st.book_pushes):
+            for lst in (chan.pushes, chan.book_pushes):
                 if push in lst:
                     lst.remove(push)
-            self._release(st)
+            self._release(chan)
         if consumer.closed and consumer in self._consumers:
             self._consumers.discard(consumer)
             self._recently_closed.append(consumer)
@@ -241,39 +241,39 @@ class Broker:
     def _acquire(self, ch: str) -> _Channel:
         if self._closed:
             raise DeribitKitError("the broker is closed")
-        st = self._channels.get(ch)
-        if st is None:
-            st = self._channels[ch] = _Channel(ch)
-        st.refs += 1
-        if not st.on_wire and st.refused is None:
-            if st.outcome is None:
-                st.outcome = asyncio.get_running_loop().create_future()
-            self._mark(st)
-        return st
+        chan = self._channels.get(ch)
+        if chan is None:
+            chan = self._channels[ch] = _Channel(ch)
+        chan.refs += 1
+        if not chan.on_wire and chan.refused is None:
+            if chan.outcome is None:
+                chan.outcome = asyncio.get_running_loop().create_future()
+            self._mark(chan)
+        return chan
 
-    def _release(self, st: _Channel) -> None:
-        if st.refs <= 0:
-            raise AssertionError(f"{st.name}: released more often than acquired")
-        st.refs -= 1
-        if st.refs == 0:
-            self._mark(st)
+    def _release(self, chan: _Channel) -> None:
+        if chan.refs <= 0:
+            raise AssertionError(f"{chan.name}: released more often than acquired")
+        chan.refs -= 1
+        if chan.refs == 0:
+            self._mark(chan)
 
-    def _mark(self, st: _Channel) -> None:
-        """The wire state of ``st`` may need a call: the worker looks at it next turn."""
-        self._dirty[st.name] = st
+    def _mark(self, chan: _Channel) -> None:
+        """The wire state of ``chan`` may need a call: the worker looks at it next turn."""
+        self._dirty[chan.name] = chan
         if self._worker is None or self._worker.done():
             self._worker = self._spawn(self._sync())
 
-    def _resync(self, st: _Channel) -> None:
+    def _resync(self, chan: _Channel) -> None:
         """Ask the upstream for a fresh snapshot of one book channel (once until it is sent)."""
-        if st.resync_wanted:
+        if chan.resync_wanted:
             return
-        st.resync_wanted = True
-        st.resyncs_requested += 1
+        chan.resync_wanted = True
+        chan.resyncs_requested += 1
         self.book_resyncs += 1
-        log.warning("book %s: chain broken, resyncing", st.name)
-        self.resyncing.emit(st.name)
-        self._mark(st)
+        log.warning("book %s: chain broken, resyncing", chan.name)
+        self.resyncing.emit(chan.name)
+        self._mark(chan)
 
     async def _sync(self) -> None:
         """The one worker that makes the wire match the references, one call after another."""
@@ -284,55 +284,55 @@ class Broker:
                 await self._apply(batch)
             except TransportError as exc:  # the link dropped: retry once the upstream is back
                 log.info("upstream calls failed (%s); retrying after the reconnect", exc)
-                for name, st in batch.items():
-                    self._dirty.setdefault(name, st)
+                for name, chan in batch.items():
+                    self._dirty.setdefault(name, chan)
                 await self._upstream_back()
 
     async def _apply(self, batch: dict[str, _Channel]) -> None:
         table = self._channels
-        unsub = [st for st in batch.values() if st.refs == 0 and st.on_wire]
-        resub = [st for st in batch.values() if st.refs > 0 and st.on_wire and st.resync_wanted]
-        sub = [st for st in batch.values() if st.refs > 0 and not st.on_wire and st.refused is None]
-        for st in batch.values():
-            if st.refs == 0 and not st.on_wire:
-                self._forget(st)
+        unsub = [chan for chan in batch.values() if chan.refs == 0 and chan.on_wire]
+        resub = [chan for chan in batch.values() if chan.refs > 0 and chan.on_wire and chan.resync_wanted]
+        sub = [chan for chan in batch.values() if chan.refs > 0 and not chan.on_wire and chan.refused is None]
+        for chan in batch.values():
+            if chan.refs == 0 and not chan.on_wire:
+                self._forget(chan)
         if unsub:
             self.unsubscribe_calls += 1
             try:
-                await self.upstream.unsubscribe([st.name for st in unsub])
+                await self.upstream.unsubscribe([chan.name for chan in unsub])
             except DeribitError as exc:
                 log.warning("unsubscribe refused (%s); forgetting the channels anyway", exc)
-            for st in unsub:
-                st.on_wire = False
-                if st.refs == 0:
-                    self._forget(st)
+            for chan in unsub:
+                chan.on_wire = False
+                if chan.refs == 0:
+                    self._forget(chan)
                 else:  # wanted again meanwhile
-                    self._mark(st)
+                    self._mark(chan)
         if resub:
-            for st in resub:
-                st.resync_wanted = False
+            for chan in resub:
+                chan.resync_wanted = False
             try:
-                await self.upstream.resync([st.name for st in resub])
+                await self.upstream.resync([chan.name for chan in resub])
             except DeribitError as exc:
                 log.warning("resync of %d channel(s) refused: %s", len(resub), exc)
             except TransportError:
-                for st in resub:
-                    st.resync_wanted = True
+                for chan in resub:
+                    chan.resync_wanted = True
                 raise
         if sub:
             accepted = await self._subscribe(sub)
-            for st in sub:
-                if table.get(st.name) is not st:
+            for chan in sub:
+                if table.get(chan.name) is not chan:
                     continue
-                if st.name in accepted:
-                    st.on_wire = True
-                elif st.refused is None:
-                    st.refused = SubscriptionError(11052, "subscribe_error_unsubscribed",
+                if chan.name in accepted:
+                    chan.on_wire = True
+                elif chan.refused is None:
+                    chan.refused = SubscriptionError(11052, "subscribe_error_unsubscribed",
                                                    {"reason": "the exchange left the channel out of its answer",
-                                                    "channels": [st.name]}, method="public/subscribe")
-                self._settle(st)
-                if st.refs == 0:  # everyone left while we were subscribing
-                    self._mark(st)
+                                                    "channels": [chan.name]}, method="public/subscribe")
+                self._settle(chan)
+                if chan.refs == 0:  # everyone left while we were subscribing
+                    self._mark(chan)
 
     async def _subscribe(self, sub: list[_Channel]) -> set[str]:
         """Subscribe ``sub``; the accepted names. When the upstream refuses the whole call (13778
@@ -340,27 +340,27 @@ class Broker:
         refused channel never costs another consumer the channels it asked for in the same turn."""
         self.subscribe_calls += 1
         try:
-            return set(await self.upstream.subscribe([st.name for st in sub]))
+            return set(await self.upstream.subscribe([chan.name for chan in sub]))
         except DeribitError as exc:
             if len(sub) == 1:
                 sub[0].refused = exc
                 return set()
         accepted: set[str] = set()
-        for st in sub:
-            accepted |= await self._subscribe([st])
+        for chan in sub:
+            accepted |= await self._subscribe([chan])
         return accepted
 
-    def _settle(self, st: _Channel) -> None:
-        fut, st.outcome = st.outcome, None
+    def _settle(self, chan: _Channel) -> None:
+        fut, chan.outcome = chan.outcome, None
         if fut is not None and not fut.done():
             fut.set_result(None)
 
-    def _forget(self, st: _Channel) -> None:
+    def _forget(self, chan: _Channel) -> None:
         """Drop a channel nobody wants and the upstream no longer sends."""
-        if self._channels.get(st.name) is st:
-            del self._channels[st.name]
-        self._settle(st)
-        live = st.live
+        if self._channels.get(chan.name) is chan:
+            del self._channels[chan.name]
+        self._settle(chan)
+        live = chan.live
         if live is not None and self._books.get(live.instrument) is live:
             del self._books[live.instrument]
             for other in self._channels.values():  # another interval of the same instrument
@@ -379,24 +379,24 @@ class Broker:
     def _on_disconnected(self, *_: Any) -> None:
         self.disconnects += 1
         self.connected_since = None
-        for st in self._channels.values():
-            if st.live is not None:
-                st.live.book.mark_resyncing()
-                st.live.changed()
+        for chan in self._channels.values():
+            if chan.live is not None:
+                chan.live.book.mark_resyncing()
+                chan.live.changed()
 
     def _on_interrupted(self, channels: list[str], gap: bool = True) -> None:
         """The source lost messages of these channels: their books resync (a gap when ``gap``)."""
         for name in channels:
-            st = self._channels.get(name)
-            if st is None or st.live is None:
+            chan = self._channels.get(name)
+            if chan is None or chan.live is None:
                 continue
-            book = st.live.book
+            book = chan.live.book
             if gap:
                 book.mark_gap()
             else:
                 book.mark_resyncing()
-            st.live.changed()
-            self._resync(st)
+            chan.live.changed()
+            self._resync(chan)
 
     def _on_connected(self, *_: Any) -> None:
         self.reconnects += 1
@@ -404,15 +404,15 @@ class Broker:
         # the upstream restored its channels (snapshots make the books live again); what it lost
         # (refused on the new connection) is subscribed again, or unsubscribed when nobody wants it
         wire = self.upstream.channels
-        for st in list(self._channels.values()):
-            if st.on_wire and st.name not in wire:
-                st.on_wire = False
-                self._mark(st)
+        for chan in list(self._channels.values()):
+            if chan.on_wire and chan.name not in wire:
+                chan.on_wire = False
+                self._mark(chan)
         for name in wire:
             if name not in self._channels:
-                self._channels[name] = st = _Channel(name)
-                st.on_wire = True
-                self._mark(st)  # nobody holds it: unsubscribe
+                self._channels[name] = chan = _Channel(name)
+                chan.on_wire = True
+                self._mark(chan)  # nobody holds it: unsubscribe
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
@@ -426,16 +426,16 @@ class Broker:
             log.error("broker task failed", exc_info=task.exception())
 
     # ------------------------------------------------------------ books
-    def _ensure_book(self, st: _Channel) -> LiveBook:
-        if st.live is None:
-            inst = st.info.instrument or ""
+    def _ensure_book(self, chan: _Channel) -> LiveBook:
+        if chan.live is None:
+            inst = chan.info.instrument or ""
             cached = self.upstream.cached_instrument(inst)
-            st.live = LiveBook(inst, st.name, _fixed_tick(cached), release=self._release_book)
-            st.book_note = Notification(st.name, st.live)
-            if st.info.interval == self.book_interval or inst not in self._books:
-                self._books[inst] = st.live
+            chan.live = LiveBook(inst, chan.name, _fixed_tick(cached), release=self._release_book)
+            chan.book_note = Notification(chan.name, chan.live)
+            if chan.info.interval == self.book_interval or inst not in self._books:
+                self._books[inst] = chan.live
             if cached is None and _may_have_fixed_tick(inst):
-                self._spawn(self._learn_tick(st.live))
+                self._spawn(self._learn_tick(chan.live))
             if self._stale_task is None and self.stale_after:
                 try:
                     loop = asyncio.get_running_loop()
@@ -443,7 +443,7 @@ class Broker:
                     pass
                 else:
                     self._stale_task = loop.create_task(self._watch_stale(self.stale_after))
-        return st.live
+        return chan.live
 
     def hold_book(self, channel: str) -> LiveBook:
         """Hold the live book of a ``book.{instrument}.{interval}`` channel without waiting for it
@@ -451,21 +451,21 @@ class Broker:
         info = parse_channel(channel)
         if info.family != "book":
             raise ValidationError(f"{channel} is not an incremental book channel")
-        st = self._acquire(channel)
-        fresh = st.live is None
-        live = self._ensure_book(st)
+        chan = self._acquire(channel)
+        fresh = chan.live is None
+        live = self._ensure_book(chan)
         live.holders += 1
-        if fresh and st.on_wire:  # its snapshot went by before the book existed: ask for a fresh one
-            self._resync(st)
+        if fresh and chan.on_wire:  # its snapshot went by before the book existed: ask for a fresh one
+            self._resync(chan)
         return live
 
     async def book(self, instrument: str, timeout: float | None = 10.0, *, interval: str | None = None) -> LiveBook:
         """The live book of ``instrument`` (``book.{instrument}.100ms``), once synced from a snapshot."""
         ch = f"book.{instrument}.{interval or self.book_interval}"
         live = self.hold_book(ch)
-        st = self._channels[ch]
+        chan = self._channels[ch]
         try:
-            await self._accepted([st])
+            await self._accepted([chan])
             return await live.wait_live(timeout)
         except BaseException:
             live.release()
@@ -474,12 +474,12 @@ class Broker:
     def _release_book(self, live: LiveBook) -> None:
         if live.holders <= 0:
             return
-        st = self._channels.get(live.channel)
-        if st is None or st.live is not live:
+        chan = self._channels.get(live.channel)
+        if chan is None or chan.live is not live:
             live.holders = 0
             return
         live.holders -= 1
-        self._release(st)
+        self._release(chan)
 
     def check_stale(self, now_ms: int | None = None) -> list[str]:
         """Mark live books without an update for ``stale_after`` seconds as stale; returns their names.
@@ -558,16 +558,17 @@ class Broker:
         dt = max(now - last_t, 1e-9)
         channels: dict[str, Any] = {}
         counts: dict[str, int] = {}
-        for name, st in self._channels.items():
-            counts[name] = st.messages
+        for name, chan in self._channels.items():
+            counts[name] = chan.messages
             entry: dict[str, Any] = {
-                "messages": st.messages, "consumers": len(st.consumers), "upstream": st.on_wire, "refs": st.refs,
-                "rate": (st.messages - last_counts.get(name, 0)) / dt if name in last_counts
-                else st.messages / max(now - st.first_at, 1e-9),
-                "latency_ms": st.latency_ms,
+                "messages": chan.messages, "consumers": len(chan.consumers), "upstream": chan.on_wire,
+                "refs": chan.refs,
+                "rate": (chan.messages - last_counts.get(name, 0)) / dt if name in last_counts
+                else chan.messages / max(now - chan.first_at, 1e-9),
+                "latency_ms": chan.latency_ms,
             }
-            if st.live is not None:
-                b = st.live.book
+            if chan.live is not None:
+                b = chan.live.book
                 entry.update(book_state=b.state, changes=b.changes, gaps=b.gaps, resyncs=b.resyncs,
                              crossed=b.crossed, malformed=b.malformed, change_id=b.change_id)
             channels[name] = entry
@@ -634,7 +635,7 @@ class Broker:
     @property
     def channels(self) -> list[str]:
         """Channels subscribed upstream by the broker."""
-        return sorted(n for n, st in self._channels.items() if st.on_wire)
+        return sorted(n for n, chan in self._channels.items() if chan.on_wire)
 
     async def close(self) -> None:
         """Close every consumer and unsubscribe everything upstream."""
@@ -645,10 +646,10 @@ class Broker:
         for live in list(self._books.values()):
             while live.holders > 0:
                 live.release()
-        for st in list(self._channels.values()):  # anything still held
-            if st.live is not None:
-                while st.live.holders > 0:
-                    st.live.release()
+        for chan in list(self._channels.values()):  # anything still held
+            if chan.live is not None:
+                while chan.live.holders > 0:
+                    chan.live.release()
         for task in (self._refresh_task, self._stale_task):
             if task is not None:
                 task.cancel()

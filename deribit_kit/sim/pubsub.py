@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ..transport.server import text_frame
 from ..wire import jsonrpc
 from ..wire.channels import Channel, parse_channel
-from .exchange import Account, AccountState, Changes, Exchange, Instrument, StepResult
+from .exchange import Account, AccountState, Changes, Exchange, SimInstrument, StepResult
 from .exchange.instruments import CURRENCIES, currency_matches
 from .exchange.market import ASK, BID
 from .exchange.orders import AccountChanges
@@ -204,7 +204,7 @@ class PubSub:
             if price is not None:
                 self._send(ch.name, {"index_name": ch.index_name, "price": round(price, 4), "timestamp": ts})
 
-    def publish_instrument(self, inst: Instrument, trades: list[dict[str, Any]]) -> None:
+    def publish_instrument(self, inst: SimInstrument, trades: list[dict[str, Any]]) -> None:
         """Publish at once what orders and trades did to ``inst``: its book change (flushed now, so
         ``change_id`` stays chained) and its new public trades, without waiting for the next tick."""
         market = self.exchange.market
@@ -216,7 +216,7 @@ class PubSub:
         if trades:
             self._publish_kind_trades([(inst, trades)])
 
-    def _publish_instrument(self, inst: Instrument, chans: set[Channel], change: dict[str, Any] | None,
+    def _publish_instrument(self, inst: SimInstrument, chans: set[Channel], change: dict[str, Any] | None,
                             traded: list[dict[str, Any]] | None, ts: int, *, ticker: bool) -> None:
         market = self.exchange.market
         name = inst.name
@@ -251,7 +251,7 @@ class PubSub:
                 if candle is not None:
                     self._send(ch.name, candle)
 
-    def _publish_kind_trades(self, trades: list[tuple[Instrument, list[dict[str, Any]]]]) -> None:
+    def _publish_kind_trades(self, trades: list[tuple[SimInstrument, list[dict[str, Any]]]]) -> None:
         for ch in list(self.kind_channels):
             batch = [t for inst, ts_ in trades for t in ts_
                      if (ch.kind == "any" or inst.kind == ch.kind)
@@ -332,7 +332,7 @@ class PubSub:
                         self.publish_user(account, name, engine.portfolio(st, cur))
 
 
-def _matches(chan: Channel, inst: Instrument) -> bool:
+def _matches(chan: Channel, inst: SimInstrument) -> bool:
     if chan.instrument is not None:
         return chan.instrument == inst.name
     kind = chan.kind or "any"
@@ -349,7 +349,7 @@ def _portfolio_currencies(chan: Channel, balances: dict[str, float]) -> list[str
     return [cur]
 
 
-def _quote(inst: Instrument, ts: int) -> dict[str, Any]:
+def _quote(inst: SimInstrument, ts: int) -> dict[str, Any]:
     bid, ask = inst.book.best(BID), inst.book.best(ASK)
     return {
         "timestamp": ts,

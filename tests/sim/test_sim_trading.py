@@ -20,7 +20,7 @@ import pytest
 from conftest import RawPeer, connect_peer
 
 from deribit_kit.sim import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, Simulator
-from deribit_kit.sim.exchange.market import ASK, BID, Instrument, round_to
+from deribit_kit.sim.exchange.market import ASK, BID, SimInstrument, round_to
 from deribit_kit.wire.auth import http_signature_header
 
 PERP = "BTC-PERPETUAL"
@@ -59,7 +59,7 @@ async def drained(p: RawPeer) -> list[dict[str, Any]]:
     return p.drain()
 
 
-def inst(sim: Simulator, name: str) -> Instrument:
+def inst(sim: Simulator, name: str) -> SimInstrument:
     i = sim.market.get(name)
     assert i is not None
     return i
@@ -86,7 +86,7 @@ def far_below(sim: Simulator, name: str, factor: float = 0.97) -> float:
     return round_to(i.mark_price * factor, i.tick)
 
 
-def liquid_option(sim: Simulator, skip: str = "") -> Instrument:
+def liquid_option(sim: Simulator, skip: str = "") -> SimInstrument:
     for i in sorted(sim.market.instruments.values(), key=lambda x: x.name):
         if (i.kind == "option" and i.coin == "BTC" and i.name != skip and i.book.best(ASK) and i.book.best(BID)
                 and 0.01 < i.mark_price < 0.08 and i.expiry_ms - sim.now_ms() > 2 * 86_400_000):

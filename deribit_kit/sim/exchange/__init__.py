@@ -14,11 +14,20 @@ from collections.abc import Callable
 from ...wire.rpcserver import not_found
 from .accounts import Account, Accounts
 from .engine import Engine
-from .market import Instrument, Market, StepResult
+from .market import Market, SimInstrument, StepResult
 from .orders import AccountState, Changes
 
-__all__ = ["Account", "AccountState", "Accounts", "Changes", "Engine", "Exchange", "Instrument", "Market",
-           "StepResult"]
+__all__ = [
+    "Account",
+    "AccountState",
+    "Accounts",
+    "Changes",
+    "Engine",
+    "Exchange",
+    "Market",
+    "SimInstrument",
+    "StepResult",
+]
 
 
 class Exchange:
@@ -34,7 +43,7 @@ class Exchange:
     def now_ms(self) -> int:
         return self.market.now_ms()
 
-    def instrument(self, name: str) -> Instrument:
+    def instrument(self, name: str) -> SimInstrument:
         """A live instrument, or Deribit's 13020 ``not_found``."""
         inst = self.market.get(name)
         if inst is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .market import Instrument
+from .market import SimInstrument
 from .orders import (
     EPS,
     AccountState,
@@ -31,7 +31,7 @@ class Ledger(OrderState):
         st.balances[cur] = _r(st.balances.get(cur, 0.0) + amount)
         return st.balances[cur]
 
-    def fee(self, inst: Instrument, liquidity: str, price: float, amount: float) -> float:
+    def fee(self, inst: SimInstrument, liquidity: str, price: float, amount: float) -> float:
         info = inst.info
         rate = float(info["maker_commission"] if liquidity == "M" else info["taker_commission"])
         if inst.kind == "future":
@@ -41,7 +41,7 @@ class Ledger(OrderState):
             return min(fee, OPTION_FEE_CAP * price * amount) if fee > 0 else fee
         return rate * amount * price
 
-    def _ledger(self, st: AccountState, inst: Instrument, direction: str, price: float, amount: float,
+    def _ledger(self, st: AccountState, inst: SimInstrument, direction: str, price: float, amount: float,
                 fee: float) -> float:
         """Move balances and the position for one fill; returns the realized PnL."""
         b = st.balances
@@ -80,7 +80,7 @@ class Ledger(OrderState):
         return pnl
 
     @staticmethod
-    def _blend(inst: Instrument, size: float, avg: float, amount: float, price: float) -> float:
+    def _blend(inst: SimInstrument, size: float, avg: float, amount: float, price: float) -> float:
         if size <= EPS:
             return price
         if is_inverse_future(inst):

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from .ledger import Ledger
-from .market import Instrument
+from .market import SimInstrument
 from .orders import (
     EPS,
     AccountState,
@@ -26,7 +26,7 @@ SHORT_OPTION_MM = 0.075
 class Margin(Ledger):
     """Initial and maintenance margins of positions and open orders, and the spot reserve."""
 
-    def _short_option_margin(self, inst: Instrument, maintenance: bool = False) -> float:
+    def _short_option_margin(self, inst: SimInstrument, maintenance: bool = False) -> float:
         """Standard-margin requirement per coin of a short inverse option, in the coin."""
         if maintenance:
             return SHORT_OPTION_MM + inst.mark_price
@@ -34,7 +34,7 @@ class Margin(Ledger):
         otm = max(0.0, (inst.strike - under) if inst.call else (under - inst.strike))
         return max(SHORT_OPTION_IM[0] - otm / under, SHORT_OPTION_IM[1]) + inst.mark_price
 
-    def _unit_margin(self, inst: Instrument, direction: str, price: float) -> float:
+    def _unit_margin(self, inst: SimInstrument, direction: str, price: float) -> float:
         """Initial margin per unit of amount that opens exposure in ``direction``."""
         if inst.kind == "future":
             lev = float(inst.info.get("max_leverage") or 50)
@@ -44,7 +44,8 @@ class Margin(Ledger):
             return price if direction == "buy" else self._short_option_margin(inst)
         return 0.0
 
-    def orders_margin(self, st: AccountState, inst: Instrument, extra: tuple[str, float, float] | None = None) -> float:
+    def orders_margin(self, st: AccountState, inst: SimInstrument,
+                      extra: tuple[str, float, float] | None = None) -> float:
         """Initial margin of ``inst``'s open orders (plus a hypothetical ``(direction, amount, price)``),
         netted against the position: the larger of the buy and sell sides, beyond what they close."""
         if inst.kind == "spot":
@@ -102,8 +103,8 @@ class Margin(Ledger):
             total += self.orders_margin(st, inst)
         return total
 
-    def _instruments_in(self, st: AccountState, currency: str) -> Iterator[Instrument]:
-        seen: dict[str, Instrument] = {}
+    def _instruments_in(self, st: AccountState, currency: str) -> Iterator[SimInstrument]:
+        seen: dict[str, SimInstrument] = {}
         for pos in st.positions.values():
             seen[pos.inst.name] = pos.inst
         for o in st.open.values():

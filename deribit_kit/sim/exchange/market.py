@@ -144,7 +144,7 @@ class SimBook:
 
 
 @dataclass(slots=True)
-class Instrument:
+class SimInstrument:
     """Live state of one instrument in the embedded exchange."""
 
     info: dict[str, Any]
@@ -192,10 +192,10 @@ class StepResult:
     """What one tick changed: book changes to publish, new public trades, listings."""
 
     timestamp: int
-    book_changes: list[tuple[Instrument, dict[str, Any]]]
-    trades: list[tuple[Instrument, list[dict[str, Any]]]]
-    created: list[Instrument]
-    expired: list[Instrument]
+    book_changes: list[tuple[SimInstrument, dict[str, Any]]]
+    trades: list[tuple[SimInstrument, list[dict[str, Any]]]]
+    created: list[SimInstrument]
+    expired: list[SimInstrument]
 
 
 class Market:
@@ -215,8 +215,8 @@ class Market:
             u.coin: u.start_price * (1.0 + 0.02 * (self.rng.random() - 0.5)) for u in UNDERLYINGS
         }
         self.premium: dict[str, float] = dict.fromkeys(self.index, 0.0002)
-        self.instruments: dict[str, Instrument] = {}
-        self.expired: dict[str, Instrument] = {}
+        self.instruments: dict[str, SimInstrument] = {}
+        self.expired: dict[str, SimInstrument] = {}
         self.candles = CandleStore()  # OHLCV of every instrument from its trades (candles.py)
         self._next_id = 100_000
         self._trade_id = 300_000_000
@@ -235,8 +235,8 @@ class Market:
     def _now_dt(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), UTC)
 
-    def _list(self, infos: Iterable[dict[str, Any]]) -> list[Instrument]:
-        created: list[Instrument] = []
+    def _list(self, infos: Iterable[dict[str, Any]]) -> list[SimInstrument]:
+        created: list[SimInstrument] = []
         for info in sorted(infos, key=lambda i: i["instrument_name"]):
             name = info["instrument_name"]
             if name in self.instruments or name in self.expired:
@@ -244,7 +244,7 @@ class Market:
             self._next_id += 1
             info["instrument_id"] = self._next_id
             coin = info["base_currency"]
-            inst = Instrument(
+            inst = SimInstrument(
                 info=info, name=name, kind=info["kind"], coin=coin, index_name=info["price_index"],
                 linear=info["instrument_type"] == "linear", expiry_ms=info["expiration_timestamp"],
                 book=SimBook(random.Random(self.rng.random())),
@@ -254,7 +254,7 @@ class Market:
             created.append(inst)
         return created
 
-    def roll(self) -> tuple[list[Instrument], list[Instrument]]:
+    def roll(self) -> tuple[list[SimInstrument], list[SimInstrument]]:
         """Expire what the clock has passed and list the expiries that are now due."""
         now = self.now_ms()
         gone = [i for i in self.instruments.values() if i.expiry_ms <= now]
@@ -265,7 +265,7 @@ class Market:
             del self.instruments[inst.name]
             self.expired[inst.name] = inst
             self.candles.forget(inst.name)
-        created: list[Instrument] = []
+        created: list[SimInstrument] = []
         if gone:
             created = self._list(dated_instruments(self._now_dt(), self.index))
             for inst in created:
@@ -275,10 +275,10 @@ class Market:
         return created, gone
 
     # ------------------------------------------------------------ queries
-    def get(self, name: str) -> Instrument | None:
+    def get(self, name: str) -> SimInstrument | None:
         return self.instruments.get(name)
 
-    def find(self, currency: str, kind: str | None = None, expired: bool = False) -> list[Instrument]:
+    def find(self, currency: str, kind: str | None = None, expired: bool = False) -> list[SimInstrument]:
         pool = self.expired if expired else self.instruments
         return [i for i in pool.values()
                 if currency_matches(i.info, currency) and (kind is None or i.kind == kind)]
@@ -291,7 +291,7 @@ class Market:
         return sorted({f"{c.lower()}_usd" for c in self.index} | {f"{c.lower()}_usdc" for c in self.index})
 
     # ------------------------------------------------------------ pricing
-    def _fair(self, inst: Instrument, now_ms: int) -> float:
+    def _fair(self, inst: SimInstrument, now_ms: int) -> float:
         spot = self.index[inst.coin]
         if inst.kind == "spot":
             return spot
@@ -310,7 +310,7 @@ class Market:
                        "theta": round(v.theta, 5), "rho": round(v.rho, 5)}
         return v.price_usd / spot  # inverse options are quoted in the coin
 
-    def _requote(self, inst: Instrument, fresh: bool = False) -> None:
+    def _requote(self, inst: SimInstrument, fresh: bool = False) -> None:
         now = self.last_step_ms
         fair = self._fair(inst, now)
         inst.mark_price = round_to(fair, inst.tick_at(fair)) if inst.kind == "option" else round(fair, 4)
@@ -363,8 +363,8 @@ class Market:
             self.index[coin] *= math.exp(u.vol * sq * rng.gauss(0.0, 1.0))
             p = self.premium[coin]
             self.premium[coin] = p + 0.05 * (0.0002 - p) + 0.00005 * rng.gauss(0.0, 1.0)
-        changes: list[tuple[Instrument, dict[str, Any]]] = []
-        trades: list[tuple[Instrument, list[dict[str, Any]]]] = []
+        changes: list[tuple[SimInstrument, dict[str, Any]]] = []
+        trades: list[tuple[SimInstrument, list[dict[str, Any]]]] = []
         for inst in self.instruments.values():
             if inst.kind != "option" or rng.random() < self.option_requote:
                 self._requote(inst)
@@ -378,11 +378,11 @@ class Market:
         created, gone = self.roll()
         return StepResult(now, changes, trades, created, gone)
 
-    def _trade_prob(self, inst: Instrument) -> float:
+    def _trade_prob(self, inst: SimInstrument) -> float:
         base = 0.25 if inst.perpetual else 0.08 if inst.kind != "option" else 0.01
         return min(1.0, base * self.trade_rate)
 
-    def _public_trade(self, inst: Instrument, now: int) -> dict[str, Any] | None:
+    def _public_trade(self, inst: SimInstrument, now: int) -> dict[str, Any] | None:
         rng = inst.book.rng
         side_hit = ASK if rng.random() < 0.5 else BID
         best = inst.book.best(side_hit)
@@ -396,7 +396,8 @@ class Market:
         inst.book.set_mm(side_hit, best, round(avail - amount, 8))
         return self.record_trade(inst, best, amount, "buy" if side_hit == ASK else "sell", now)
 
-    def record_trade(self, inst: Instrument, price: float, amount: float, direction: str, now: int) -> dict[str, Any]:
+    def record_trade(self, inst: SimInstrument, price: float, amount: float, direction: str,
+                     now: int) -> dict[str, Any]:
         """Record a public trade (market makers' or a user's) and update the stats."""
         self._trade_id += 1
         inst.trade_seq += 1
@@ -434,7 +435,7 @@ class Market:
         return trade
 
     # ------------------------------------------------------------ views
-    def ticker(self, inst: Instrument, now: int | None = None) -> dict[str, Any]:
+    def ticker(self, inst: SimInstrument, now: int | None = None) -> dict[str, Any]:
         """``public/ticker`` for ``inst``."""
         now = now or self.last_step_ms
         book = inst.book
@@ -487,7 +488,7 @@ class Market:
             out["interest_rate"] = 0.0
         return out
 
-    def order_book(self, inst: Instrument, depth: int | None) -> dict[str, Any]:
+    def order_book(self, inst: SimInstrument, depth: int | None) -> dict[str, Any]:
         """``public/get_order_book`` for ``inst``."""
         out = self.ticker(inst)
         out.pop("interest_value", None)  # a ticker field; the order book has none (spec, real captures)
@@ -496,7 +497,7 @@ class Market:
         out["asks"] = inst.book.sorted_side(ASK, depth)
         return out
 
-    def book_summary(self, inst: Instrument) -> dict[str, Any]:
+    def book_summary(self, inst: SimInstrument) -> dict[str, Any]:
         """One item of ``public/get_book_summary_by_currency``."""
         t = self.ticker(inst)
         bid = t["best_bid_price"] or None
@@ -530,7 +531,7 @@ class Market:
             out["interest_rate"] = 0.0
         return out
 
-    def grouped_book(self, inst: Instrument, group: str, depth: int) -> dict[str, Any]:
+    def grouped_book(self, inst: SimInstrument, group: str, depth: int) -> dict[str, Any]:
         """``book.{instrument}.{group}.{depth}.{interval}`` data: a top-``depth`` snapshot."""
         sides = []
         for side in (BID, ASK):

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...errors import error_for_code, invalid_params
 from ...wire.enums import LIMIT_TYPES, MARKET_TYPES, on_grid
-from .market import ASK, BID, Instrument, round_to
+from .market import ASK, BID, SimInstrument, round_to
 from .orders import (
     EPS,
     TRIGGER_TYPES,
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 class Matching(Views):
     """Order checks, price-time priority matching, trades and edits."""
 
-    def check_amount(self, inst: Instrument, amount: float, param: str = "amount") -> None:
+    def check_amount(self, inst: SimInstrument, amount: float, param: str = "amount") -> None:
         if not math.isfinite(amount) or amount <= 0:
             raise invalid_params(param, "must be a positive number")
         minimum = float(inst.info["min_trade_amount"])
@@ -44,14 +44,14 @@ class Matching(Views):
             unit = "USD" if is_inverse_future(inst) else inst.coin
             raise invalid_params(param, f"must be a multiple of contract size {step:g} {unit}")
 
-    def check_price(self, inst: Instrument, price: float, param: str = "price") -> None:
+    def check_price(self, inst: SimInstrument, price: float, param: str = "price") -> None:
         if not math.isfinite(price) or price <= 0:
             raise invalid_params(param, "must be a positive number")
         tick = inst.tick_at(price)
         if not on_grid(price, tick):
             raise invalid_params(param, f"must conform to tick size {tick:g}")
 
-    def advanced_price(self, inst: Instrument, advanced: str, value: float) -> float:
+    def advanced_price(self, inst: SimInstrument, advanced: str, value: float) -> float:
         """The coin price of an option order given in USD (``usd``) or implied volatility (``implv``)."""
         if inst.kind != "option":
             raise error_for_code(11038, data={"param": "advanced", "reason": "advanced orders are for options"})
@@ -65,7 +65,7 @@ class Matching(Views):
         tick = inst.tick_at(coin)
         return max(tick, round_to(coin, tick))
 
-    def reducible(self, st: AccountState, inst: Instrument, direction: str) -> float:
+    def reducible(self, st: AccountState, inst: SimInstrument, direction: str) -> float:
         """How much an order in ``direction`` can trade without increasing the position."""
         pos = st.positions.get(inst.name)
         size = pos.size if pos is not None else 0.0

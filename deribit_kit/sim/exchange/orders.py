@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...errors import error_for_code
 from ...wire.enums import OPEN_STATES, TRIGGER_ORDER_TYPES
-from .market import ASK, BID, Instrument, Market
+from .market import ASK, BID, Market, SimInstrument
 
 if TYPE_CHECKING:
     from .accounts import Account
@@ -36,17 +36,17 @@ def _r(x: float, digits: int = 10) -> float:
     return 0.0 if v == 0 else v
 
 
-def settlement_currency(inst: Instrument) -> str:
+def settlement_currency(inst: SimInstrument) -> str:
     """The currency an instrument's PnL, fees and margin are in (quote currency for spot)."""
     info = inst.info
     return str(info.get("settlement_currency") or info["quote_currency"])
 
 
-def is_inverse_future(inst: Instrument) -> bool:
+def is_inverse_future(inst: SimInstrument) -> bool:
     return inst.kind == "future" and not inst.linear
 
 
-def contract_step(inst: Instrument) -> float:
+def contract_step(inst: SimInstrument) -> float:
     """The amount granularity: whole contracts, or the minimum trade amount when that is finer."""
     return min(float(inst.info["contract_size"]), float(inst.info["min_trade_amount"]))
 
@@ -66,7 +66,7 @@ class SimOrder:
 
     order_id: str
     account: Account
-    inst: Instrument
+    inst: SimInstrument
     direction: str  # buy | sell
     order_type: str
     amount: float
@@ -192,7 +192,7 @@ class SimOrder:
 class PositionState:
     """One instrument's position of one account; ``size`` is signed (USD for inverse futures)."""
 
-    inst: Instrument
+    inst: SimInstrument
     size: float = 0.0
     avg: float = 0.0
     realized: float = 0.0  # realized PnL since the account opened (settlement currency)
@@ -214,7 +214,7 @@ class AccountState:
     subs: dict[str, tuple[Any, set[Any]]] = field(default_factory=dict)  # private channel -> (Channel, sessions)
     session_rpl: dict[str, float] = field(default_factory=dict)  # "futures:BTC" / "options:BTC" -> realized
 
-    def position(self, inst: Instrument) -> PositionState:
+    def position(self, inst: SimInstrument) -> PositionState:
         pos = self.positions.get(inst.name)
         if pos is None:
             pos = self.positions[inst.name] = PositionState(inst)
@@ -228,7 +228,7 @@ class AccountChanges:
     state: AccountState
     orders: dict[str, SimOrder] = field(default_factory=dict)
     trades: list[dict[str, Any]] = field(default_factory=list)
-    instruments: dict[str, Instrument] = field(default_factory=dict)
+    instruments: dict[str, SimInstrument] = field(default_factory=dict)
     currencies: set[str] = field(default_factory=set)
 
 
@@ -237,8 +237,8 @@ class Changes:
 
     def __init__(self) -> None:
         self.accounts: dict[int, AccountChanges] = {}
-        self.public: dict[str, tuple[Instrument, list[dict[str, Any]]]] = {}
-        self.books: dict[str, Instrument] = {}
+        self.public: dict[str, tuple[SimInstrument, list[dict[str, Any]]]] = {}
+        self.books: dict[str, SimInstrument] = {}
 
     def _for(self, st: AccountState) -> AccountChanges:
         key = id(st)
@@ -254,7 +254,7 @@ class Changes:
         ac.instruments[o.inst.name] = o.inst
         ac.currencies.update(_currencies_of(o.inst))
 
-    def trade(self, st: AccountState, inst: Instrument, trade: dict[str, Any]) -> None:
+    def trade(self, st: AccountState, inst: SimInstrument, trade: dict[str, Any]) -> None:
         ac = self._for(st)
         ac.trades.append(trade)
         ac.instruments[inst.name] = inst
@@ -263,15 +263,15 @@ class Changes:
     def currency(self, st: AccountState, currency: str) -> None:
         self._for(st).currencies.add(currency)
 
-    def public_trade(self, inst: Instrument, trade: dict[str, Any]) -> None:
+    def public_trade(self, inst: SimInstrument, trade: dict[str, Any]) -> None:
         self.public.setdefault(inst.name, (inst, []))[1].append(trade)
         self.books[inst.name] = inst
 
-    def book(self, inst: Instrument) -> None:
+    def book(self, inst: SimInstrument) -> None:
         self.books[inst.name] = inst
 
 
-def _currencies_of(inst: Instrument) -> tuple[str, ...]:
+def _currencies_of(inst: SimInstrument) -> tuple[str, ...]:
     if inst.kind == "spot":
         return (str(inst.info["base_currency"]), str(inst.info["quote_currency"]))
     return (settlement_currency(inst),)
@@ -312,7 +312,7 @@ class OrderState:
     def now(self) -> int:
         return max(self.market.now_ms(), self.market.last_step_ms)
 
-    def band(self, inst: Instrument) -> tuple[float, float]:
+    def band(self, inst: SimInstrument) -> tuple[float, float]:
         """``(min_price, max_price)``: sells below / buys above are clamped to these (get_margins)."""
         t = self.market.ticker(inst)
         return float(t["min_price"]), float(t["max_price"])
@@ -325,7 +325,7 @@ class OrderState:
             return inst.mark_price
         return inst.last_price if inst.last_price is not None else inst.mark_price
 
-    def _queue(self, inst: Instrument, side: int, price: float) -> list[SimOrder]:
+    def _queue(self, inst: SimInstrument, side: int, price: float) -> list[SimOrder]:
         sides = self.queues.get(inst.name)
         if sides is None:
             return []
@@ -384,7 +384,7 @@ class OrderState:
             self._close(o, "cancelled", ch, reason)
         return o
 
-    def new_order(self, st: AccountState, inst: Instrument, direction: str, order_type: str, amount: float,
+    def new_order(self, st: AccountState, inst: SimInstrument, direction: str, order_type: str, amount: float,
                   price: float | None, **kw: Any) -> SimOrder:
         now = self.now()
         return SimOrder(order_id=str(next(self._ids)), account=st.account, inst=inst, direction=direction,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .market import Instrument
+from .market import SimInstrument
 from .orders import (
     EPS,
     Changes,
@@ -28,7 +28,7 @@ class Settlement(Triggers):
                 if o.expires_ms is not None and now >= o.expires_ms:
                     self._close(o, "cancelled", ch)
 
-    def settle(self, inst: Instrument, ch: Changes) -> None:
+    def settle(self, inst: SimInstrument, ch: Changes) -> None:
         """An instrument expired: cancel its orders and settle positions at the delivery price."""
         price = inst.delivery_price or self.market.index[inst.coin]
         for st in self.states:

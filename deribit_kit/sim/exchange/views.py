@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from .instruments import currency_matches
 from .margin import Margin
-from .market import Instrument
+from .market import SimInstrument
 from .orders import (
     EPS,
     AccountState,
@@ -58,7 +58,7 @@ class Views(Margin):
             return size / inst.mark_price if inst.mark_price else 0.0
         return size
 
-    def position_view(self, st: AccountState, inst: Instrument) -> dict[str, Any]:
+    def position_view(self, st: AccountState, inst: SimInstrument) -> dict[str, Any]:
         """A Deribit position object (deribit-api.md 7.1)."""
         pos = st.positions.get(inst.name) or PositionState(inst)
         size = pos.size
@@ -193,7 +193,7 @@ class Views(Margin):
         return {settlement_currency(p.inst) for p in st.positions.values()
                 if abs(p.size) > EPS and p.inst.kind != "spot"}
 
-    def margins(self, st: AccountState, inst: Instrument, amount: float, price: float) -> dict[str, Any]:
+    def margins(self, st: AccountState, inst: SimInstrument, amount: float, price: float) -> dict[str, Any]:
         """``private/get_margins``: initial margin to buy / sell ``amount`` at ``price``."""
         lo, hi = self.band(inst)
         out = {}

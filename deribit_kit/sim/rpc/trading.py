@@ -40,7 +40,7 @@ from ...wire.enums import (
     TRIGGERS,
 )
 from ...wire.rpcserver import MethodTable, P, not_found
-from ..exchange import AccountState, Instrument
+from ..exchange import AccountState, SimInstrument
 from ..exchange.instruments import CURRENCIES, currency_matches
 from ..exchange.orders import EPS, TRIGGER_TYPES, SimOrder
 from ..exchange.views import CURRENCY_PORTFOLIO_FIELDS, extended_fields, identity_fields
@@ -60,14 +60,14 @@ def _currency(value: str, allow_any: bool = False) -> str:
     return cur
 
 
-def _any_instrument(cx: Context, name: str) -> Instrument:
+def _any_instrument(cx: Context, name: str) -> SimInstrument:
     inst = cx.market.get(name) or cx.market.expired.get(name)
     if inst is None:
         raise not_found()
     return inst
 
 
-def _tradable(cx: Context, name: str) -> Instrument:
+def _tradable(cx: Context, name: str) -> SimInstrument:
     inst = cx.market.get(name)
     if inst is None:
         raise not_found()
@@ -76,7 +76,7 @@ def _tradable(cx: Context, name: str) -> Instrument:
     return inst
 
 
-def _amount(inst: Instrument, p: dict[str, Any], required: bool = True) -> float | None:
+def _amount(inst: SimInstrument, p: dict[str, Any], required: bool = True) -> float | None:
     amount, contracts = p.get("amount"), p.get("contracts")
     size = float(inst.info["contract_size"])
     if contracts is not None:
@@ -124,11 +124,11 @@ def _type_matches(o: SimOrder, t: str | None) -> bool:
     return ot == t
 
 
-def _in_currency(inst: Instrument, currency: str) -> bool:
+def _in_currency(inst: SimInstrument, currency: str) -> bool:
     return currency == "any" or currency_matches(inst.info, currency)
 
 
-def _kind_matches(inst: Instrument, kind: str | None) -> bool:
+def _kind_matches(inst: SimInstrument, kind: str | None) -> bool:
     return kind is None or kind == "any" or kind == inst.kind
 
 
