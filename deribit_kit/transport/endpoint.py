@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from ..errors import DeribitError, DeribitKitError, error_for_code, invalid_params
 from ..wire import jsonrpc
 from ..wire.credits import CreditPools
+from ..wire.enums import API_VERSION
 from ..wire.rpcserver import Answer, MethodTable, P, RpcServer, Then
 from .server import HttpRequest, HttpResponse, LoopbackServer, WsConnection
 
@@ -30,8 +31,6 @@ log = logging.getLogger("deribit_kit.transport.endpoint")
 
 WS_PATH = "/ws/api/v2"
 """Deribit's WebSocket path."""
-API_VERSION = "1.2.26"
-"""The API version ``public/test`` and ``public/hello`` answer."""
 
 
 class Heartbeat:

@@ -69,6 +69,7 @@ from ..recording.reader import (
     to_ns,
 )
 from ..wire.channels import ChannelError, parse_channel
+from ..wire.enums import API_VERSION
 from .protocol import Sink
 
 __all__ = ["Replay"]
@@ -77,7 +78,6 @@ log = logging.getLogger("deribit_kit.upstream.replay")
 
 PLAIN, BOOK, TICKER, TRADES, INDEX = range(5)
 TRADES_KEPT = 1000
-API_VERSION = "1.2.26"
 ANSWERED = ("public/get_time", "public/test", "public/hello", "public/get_instruments", "public/get_instrument",
             "public/get_order_book", "public/ticker", "public/get_index_price", "public/get_last_trades_by_instrument",
             "public/status")
@@ -196,21 +196,26 @@ class Replay:
     # ------------------------------------------------------------ the protocol
     @property
     def state(self) -> str:
+        """``open`` while playing (or ready to), ``closed`` after :meth:`close`; the recorded disconnects too."""
         return self._state
 
     @property
     def epoch(self) -> int:
+        """The recorded upstream's epoch at the current position."""
         return self._epoch
 
     @property
     def authenticated(self) -> bool:
+        """Always False: a replay has no account."""
         return False
 
     @property
     def channels(self) -> frozenset[str]:
+        """The recorded channels subscribed now."""
         return frozenset(r.name for r in self._by_name.values() if r.sub)
 
     def set_sink(self, sink: Sink | None) -> None:
+        """Install the broker's notification sink (one broker per replay)."""
         if sink is not None and self._sink is not None and sink != self._sink:
             raise DeribitKitError("this replay already feeds a broker: share that broker")
         self._sink = sink
@@ -244,6 +249,7 @@ class Replay:
         return accepted
 
     async def unsubscribe(self, channels: list[str]) -> None:
+        """Stop delivering ``channels``."""
         for c in channels:
             r = self._by_name.get(c)
             if r is not None:
@@ -261,6 +267,7 @@ class Replay:
                 r.synced = False
 
     async def instruments(self, currency: str = "any", kind: str | None = None) -> list[Instrument]:
+        """The recorded instruments of ``currency`` and ``kind`` listed at the replay's clock."""
         return self._list(currency, kind, expired=False)
 
     def _list(self, currency: str, kind: str | None, expired: bool) -> list[Instrument]:
@@ -281,6 +288,7 @@ class Replay:
         return out
 
     async def instrument(self, name: str) -> Instrument:
+        """A recorded instrument by name (``13020`` when the recording does not have it)."""
         inst = self._instruments.get(name)
         if inst is None:
             raise error_for_code(13020, data={"param": "instrument_name", "reason": "not in this recording"},
@@ -288,9 +296,11 @@ class Replay:
         return inst
 
     def cached_instrument(self, name: str) -> Instrument | None:
+        """A recorded instrument by name, or ``None``."""
         return self._instruments.get(name)
 
     async def index_price(self, index_name: str) -> float:
+        """The last replayed price of an index."""
         value = self._index.get(index_name)
         if value is not None:
             return value
@@ -315,6 +325,7 @@ class Replay:
         return self._t_ns // 1_000_000
 
     async def call(self, method: str, params: dict[str, Any] | None = None, *, timeout: float | None = None) -> Any:
+        """Answer a JSON-RPC method from the recording (lookups, the replay's clock, replayed tickers and books); ``private/*`` is ``13021``."""
         p = params or {}
         if method.startswith("private/"):
             raise error_for_code(13021, data={"reason": "a replay has no account"}, method=method)
@@ -371,6 +382,7 @@ class Replay:
                 "best_ask_price": asks[0][0] if asks else None, "best_ask_amount": asks[0][1] if asks else 0.0}
 
     def stats(self) -> dict[str, Any]:
+        """State, epoch, position, frames and events played, checkpoints fed, corrupt and cut records, lag."""
         t = self.clock_ms()
         return {"state": self._state, "epoch": self._epoch, "path": str(self.path),
                 "speed": "max" if self.speed is None else self.speed,
@@ -382,6 +394,7 @@ class Replay:
                 "subscribed": len(self.channels), "rtt_ms": None, "rate_limited": 0}
 
     async def close(self) -> None:
+        """Stop playing and release the recording."""
         task, self._task = self._task, None
         if task is not None and not task.done():
             task.cancel()
@@ -429,6 +442,7 @@ class Replay:
 
     @property
     def done(self) -> bool:
+        """True once the replay reached its end (or was closed)."""
         return self._done.is_set()
 
     def _first_epoch(self) -> int:

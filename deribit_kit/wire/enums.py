@@ -40,6 +40,8 @@ SORTING = ("asc", "desc", "default")
 BOOK_DEPTHS = (1, 5, 10, 20, 50, 100, 1000, 10000)
 """The ``depth`` values ``public/get_order_book`` accepts."""
 
+API_VERSION = "1.2.26"
+"""The API version ``public/test`` and ``public/hello`` answer."""
 PERPETUAL_EXPIRY_MS = 32503708800000
 """``expiration_timestamp`` of a perpetual (year 3000, as Deribit)."""
 MAX_REQUEST_BYTES = 32 * 1024
