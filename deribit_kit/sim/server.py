@@ -282,7 +282,7 @@ class Simulator(Endpoint):
         exchange, pubsub = self.exchange, self.pubsub
         for _ in range(n):
             result = exchange.market.step()
-            pubsub.publish(result)
+            self.publish(result)
             pubsub.commit_step(exchange.engine.after_step(result))
             for listener in self.step_listeners:
                 listener(result)
