@@ -71,6 +71,7 @@ class Settings:
 
     @property
     def has_credentials(self) -> bool:
+        """True when both a client id and a client secret are set."""
         return bool(self.client_id and self.client_secret)
 
     def with_(self, **changes: Any) -> Settings:

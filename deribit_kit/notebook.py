@@ -111,4 +111,5 @@ def load_ipython_extension(ip: Any) -> None:
 
 
 def unload_ipython_extension(ip: Any) -> None:
+    """``%unload_ext deribit_kit.notebook``: the full tracebacks again (:func:`teardown`)."""
     teardown()

@@ -94,9 +94,11 @@ class SyncSubscription:
             self.close()
 
     def get(self, timeout: float | None = None) -> Item:
+        """The next message (or a ``Gap`` marker), waiting at most ``timeout`` s."""
         return self._owner._run(self._sub.get(timeout))
 
     def close(self) -> None:
+        """Stop the subscription (the broker unsubscribes when nobody else reads the channels)."""
         if not self._owner.closed:
             self._owner._run(self._sub.close())
 

@@ -23,6 +23,8 @@ class PromText:
         self.lines: list[str] = []
 
     def metric(self, name: str, kind: str, helptext: str, samples: Iterable[Sample]) -> None:
+        """Add metric ``{prefix}_{name}`` (``kind``: gauge or counter) with its samples (``None``
+        values are left out)."""
         full = f"{self.prefix}_{name}"
         self.lines.append(f"# HELP {full} {helptext}")
         self.lines.append(f"# TYPE {full} {kind}")
@@ -33,9 +35,11 @@ class PromText:
             self.lines.append(f"{full}{{{lab}}} {float(value):g}" if lab else f"{full} {float(value):g}")
 
     def one(self, name: str, kind: str, helptext: str, value: float | int | bool | None) -> None:
+        """Add a metric with one unlabelled sample."""
         self.metric(name, kind, helptext, [({}, value)])
 
     def text(self) -> str:
+        """The page, one line per ``# HELP``, ``# TYPE`` and sample."""
         return "\n".join(self.lines) + "\n"
 
 

@@ -428,6 +428,7 @@ class Recorder:
 
     @property
     def running(self) -> bool:
+        """True from :meth:`start` until the recorder has stopped."""
         return self._started and not self._done.is_set()
 
     def _unhook(self) -> None:
@@ -649,6 +650,8 @@ class Recorder:
         }
 
     def stats(self) -> dict[str, Any]:
+        """Flat figures for the broker's metrics and the ops page: frames, pending bytes, drops,
+        gaps, checkpoints, segments, how it ended."""
         return {"frames": self.frames, "channels": len(self.counts), "pending_bytes": self._pending,
                 "overflow": self._overflow, "dropped": sum(self.dropped.values()) + sum(self._lost.values()),
                 "gaps": len(self.gaps), "checkpoints": self.checkpoints, "segments": len(self.segments),

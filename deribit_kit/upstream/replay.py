@@ -196,7 +196,7 @@ class Replay:
     # ------------------------------------------------------------ the protocol
     @property
     def state(self) -> str:
-        """``open`` while playing (or ready to), ``closed`` after :meth:`close`; the recorded disconnects too."""
+        """``open`` until the recording ends (``ended``) or :meth:`close` (``closed``)."""
         return self._state
 
     @property
@@ -325,7 +325,8 @@ class Replay:
         return self._t_ns // 1_000_000
 
     async def call(self, method: str, params: dict[str, Any] | None = None, *, timeout: float | None = None) -> Any:
-        """Answer a JSON-RPC method from the recording (lookups, the replay's clock, replayed tickers and books); ``private/*`` is ``13021``."""
+        """Answer a JSON-RPC method from the recording (lookups, the replay's clock, replayed
+        tickers and books); ``private/*`` is ``13021``."""
         p = params or {}
         if method.startswith("private/"):
             raise error_for_code(13021, data={"reason": "a replay has no account"}, method=method)
