@@ -114,3 +114,23 @@ async def test_the_dashboard_says_when_the_metrics_cannot_be_read(sim: Simulator
     ops = OpsDashboard(url=url, autostart=False)
     assert await asyncio.wait_for(ops.update(), 10) is None
     assert ops.error is not None and "metrics unavailable" in ops.header.object
+
+
+async def test_10028s_their_waits_and_the_reconnects_show(sim: Simulator) -> None:
+    """A rate-limit storm ends sessions (as Deribit does): the page shows the 10028s, the seconds
+    sending was held after them, the reconnects and the grown epoch."""
+    dk = await Deribit.connect(sim.ws_url, client_id=DEMO_CLIENT_ID, client_secret=DEMO_CLIENT_SECRET,
+                               backoff_initial=0.02, backoff_max=0.2)
+    try:
+        ops = OpsDashboard(broker=dk.broker, autostart=False)
+        before = await ops.update()
+        assert before is not None and before.upstream["rate_limited"] == 0 and before.upstream["epoch"] == 1
+        sim.faults.rate_limit_storm(2)
+        assert await dk.get_time() > 0  # refused twice, sent again each time
+        snap = await ops.update()
+        assert snap is not None
+        assert snap.upstream["rate_limited"] == 2 and snap.upstream["rate_limit_wait_s"] >= 2 * 0.02
+        assert snap.upstream["reconnects"] == 2 and snap.upstream["epoch"] == 3
+        assert "10028s" in ops.header.object
+    finally:
+        await dk.close()
