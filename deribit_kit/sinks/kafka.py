@@ -173,7 +173,7 @@ class KafkaSink:
             "retry.backoff.max.ms": retry_backoff_max_ms, "queue.buffering.max.messages": max_buffer,
             "queue.buffering.max.kbytes": max_buffer_kbytes, "message.timeout.ms": delivery_timeout_ms,
             "partitioner": "murmur2_random", "statistics.interval.ms": 1000, "reconnect.backoff.ms": 50,
-            "reconnect.backoff.max.ms": 1000, "log_level": 3,
+            "reconnect.backoff.max.ms": 1000, "socket.nagle.disable": True, "logger": log.getChild("librdkafka"),
             **(config or {}),
         }
         self.sid = os.urandom(4).hex()

@@ -50,7 +50,8 @@ def ensure_topics(bootstrap: str, prefix: str, *, partitions: int = 4, replicati
         from confluent_kafka.admin import AdminClient, NewTopic
     except ImportError as exc:
         raise KafkaUnavailable("the Kafka pipeline needs confluent-kafka: pip install 'deribit-kit[kafka]'") from exc
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 3, **(config or {})})
+    conf: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": log.getChild("librdkafka"), **(config or {})}
+    admin = AdminClient(conf)
     plain, compacted = pipeline_topics(prefix)
     try:
         have = admin.list_topics(timeout=timeout).topics

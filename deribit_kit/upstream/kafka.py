@@ -94,7 +94,7 @@ class _Sub:
 class KafkaSource:
     """The pipeline's topics as an :class:`~deribit_kit.upstream.Upstream` (see the module docs)."""
 
-    def __init__(self, bootstrap: str, prefix: str = "deribit", *, fetch_wait_ms: int = 10,
+    def __init__(self, bootstrap: str, prefix: str = "deribit", *, fetch_wait_ms: int = 5,
                  bootstrap_timeout: float = 15.0, config: dict[str, Any] | None = None,
                  name: str | None = None) -> None:
         self.bootstrap = bootstrap
@@ -105,8 +105,9 @@ class KafkaSource:
         self.config: dict[str, Any] = {
             "bootstrap.servers": bootstrap, "group.id": f"deribit-kit-{os.urandom(4).hex()}",
             "enable.auto.commit": False, "auto.offset.reset": "earliest", "enable.partition.eof": True,
-            "fetch.wait.max.ms": fetch_wait_ms, "statistics.interval.ms": 1000, "log_level": 3,
-            "reconnect.backoff.ms": 50, "reconnect.backoff.max.ms": 1000, **(config or {}),
+            "fetch.wait.max.ms": fetch_wait_ms, "statistics.interval.ms": 1000, "logger": log.getChild("librdkafka"),
+            "socket.nagle.disable": True, "reconnect.backoff.ms": 50, "reconnect.backoff.max.ms": 1000,
+            **(config or {}),
         }
         self.connected = Event("connected")
         self.disconnected = Event("disconnected")
