@@ -64,8 +64,9 @@ $(LAB_STAMP): $(STAMP)
 	$(PY) -m pip install -q -e '.[test,dashboards,notebooks]'
 	touch $(LAB_STAMP)
 
+# (as root - a container - JupyterLab needs --allow-root); LAB_ARGS adds options (--port 8899, --no-browser)
 lab: $(LAB_STAMP)
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 # the documentation site (mkdocs.yml, docs/) into site/, warnings as errors; the notebooks are
 # executed on this venv's kernel (JUPYTER_PATH: never another python3 kernelspec of the machine)
