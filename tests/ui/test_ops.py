@@ -134,3 +134,10 @@ async def test_10028s_their_waits_and_the_reconnects_show(sim: Simulator) -> Non
         assert "10028s" in ops.header.object
     finally:
         await dk.close()
+
+
+def test_http_metrics_takes_the_port_url_in_any_of_its_forms() -> None:
+    for url in ("http://127.0.0.1:9000", "http://127.0.0.1:9000/", "http://127.0.0.1:9000/metrics",
+                "ws://127.0.0.1:9000/ws/api/v2"):
+        assert HttpMetrics(url).url == "http://127.0.0.1:9000", url
+    assert HttpMetrics("wss://broker.example:443/ws/api/v2").url == "https://broker.example:443"
