@@ -2,7 +2,8 @@
 embedded exchange -> broker -> KafkaSink -> Kafka -> KafkaSource -> a second broker. Books served
 from Kafka equal the exchange's; a late reader bootstraps from the snapshots topic; a skipped
 change_id, duplicates, malformed values, a full producer queue and a Kafka restart are all visible
-and recovered; the sink follows the exchange's calendar."""
+and recovered; the sink follows the exchange's calendar and survives reconnects and 10028 session
+ends."""
 
 from __future__ import annotations
 
@@ -292,3 +293,33 @@ async def test_auto_discovery_follows_the_calendar(kafka: LocalKafka, prefix: st
             await sink.stop()
             await dk.close()
 
+
+
+async def test_the_sink_survives_reconnects_and_10028_session_ends(kafka: LocalKafka, prefix: str, sim: Simulator,
+                                                                  dk: Deribit) -> None:
+    sink = await KafkaSink(dk.broker, kafka.bootstrap, prefix=prefix, books="ETH", kind="future",
+                           chain_refresh=0.2, linger_ms=5).start()
+    chain = sink.channels
+    remote = Remote(kafka.bootstrap, prefix)
+    try:
+        book = await remote.book(ETH)
+        await until(lambda: book.book.changes >= 3)
+        reconnected = asyncio.ensure_future(dk.reconnected.wait(10))
+        sim.faults.drop_connections()  # the upstream drops: epoch_end markers, then the exchange's snapshots
+        await reconnected
+        await until(lambda: book.book.resyncs >= 1 and book.state == "live")
+        reconnected = asyncio.ensure_future(dk.reconnected.wait(10))
+        limited = asyncio.ensure_future(dk.rate_limited.wait(10))
+        sim.faults.rate_limit_storm(1)  # Deribit answers 10028 and ends the session
+        assert await dk.get_time() > 0
+        await limited
+        await reconnected
+        await until(lambda: book.book.resyncs >= 2 and book.state == "live")
+        assert sink.markers.get("epoch_end", 0) >= 2 * len(chain) and sink.lost == 0
+        assert (await sink.refresh()) == ([], []) and sink.channels == chain  # the followed chain is whole
+        local = dk.broker.books[ETH].book
+        assert (book.book.gaps, book.book.resyncs) == (local.gaps, local.resyncs)
+        await assert_equal_after_halt(sim, dk, book, ETH)
+    finally:
+        await remote.close()
+        await sink.stop()
