@@ -62,6 +62,7 @@ DERIBIT_METHODS = [
     "connect",
     "currencies",
     "edit",
+    "from_kafka",
     "get_time",
     "index_price",
     "instrument",
