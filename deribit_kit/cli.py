@@ -1,6 +1,6 @@
 """The ``deribit-kit`` command.
 
-    deribit-kit sim [--host 127.0.0.1] [--port 0] [--seed 0]     the embedded exchange
+    deribit-kit sim [--host 127.0.0.1] [--port 0] [--seed 0] [--certfile F --keyfile F]  the embedded exchange
     deribit-kit watch [INSTRUMENT] [--target sim|test|prod|URL]  a live terminal view of a book
     deribit-kit broker [--upstream sim|test|prod|URL|replay:DIR] [--port N] [--certfile F --keyfile F]  the port
     deribit-kit record [--upstream sim|test|prod|URL] --channels CH... | --books CURRENCY [--kind K] --out DIR
@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import signal
+import ssl
 import sys
 import time
 from collections.abc import Coroutine
@@ -43,6 +44,19 @@ async def _until_stopped() -> None:
     await stop.wait()
 
 
+# ---------------------------------------------------------------- TLS
+def tls_context(certfile: str | None, keyfile: str | None) -> ssl.SSLContext | None:
+    """A server TLS context from a certificate (and its key, when not in the same file); ``None``
+    without a certificate (plain ws:// and http://)."""
+    if not certfile:
+        if keyfile:
+            raise SystemExit("--keyfile needs --certfile")
+        return None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(certfile, keyfile)
+    return ctx
+
+
 # ---------------------------------------------------------------- sim
 async def run_sim(args: argparse.Namespace) -> None:
     from .sim import Simulator
@@ -50,7 +64,8 @@ async def run_sim(args: argparse.Namespace) -> None:
     sim = Simulator(args.host, args.port, seed=args.seed, tick_interval=args.tick,
                     client_id=args.client_id, client_secret=args.client_secret,
                     rate_limits=not args.no_rate_limits,
-                    rate_limit_ends_session=not args.keep_session_on_rate_limit)
+                    rate_limit_ends_session=not args.keep_session_on_rate_limit,
+                    ssl_context=tls_context(args.certfile, args.keyfile))
     await sim.start()
     acct = sim.demo_account
     print(f"deribit-kit embedded exchange ({len(sim.market.instruments)} instruments, seed {args.seed})")
@@ -133,14 +148,9 @@ async def run_watch(args: argparse.Namespace) -> None:
 
 # ---------------------------------------------------------------- broker
 async def run_broker(args: argparse.Namespace) -> None:
-    import ssl
-
     from .broker.port import BrokerServer
 
-    ctx = None
-    if args.certfile:
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(args.certfile, args.keyfile)
+    ctx = tls_context(args.certfile, args.keyfile)
     if args.upstream and args.upstream.startswith("replay:"):
         opts: dict[str, Any] = {"speed": args.speed}
         if args.start:
@@ -321,6 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-rate-limits", action="store_true")
     s.add_argument("--keep-session-on-rate-limit", action="store_true",
                    help="answer 10028 and keep the connection open (Deribit ends the session)")
+    s.add_argument("--certfile", default=None, help="TLS certificate (serves wss:// and https://)")
+    s.add_argument("--keyfile", default=None, help="its private key, when not in the certificate file")
     s.set_defaults(func=run_sim)
 
     w = sub.add_parser("watch", help="a live terminal view of an order book")
