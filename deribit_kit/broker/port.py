@@ -23,7 +23,9 @@
   snapshot once its buffer is under half the limit) or, with ``slow_policy="disconnect"`` or past
   ``4 * max_buffer``, closed with ``connection_too_slow``.
 * Private methods are off unless ``token`` is given; then a client ``public/auth``s with the broker's
-  own ``client_id``/``token`` (never the upstream key) and its ``private/*`` calls are forwarded.
+  own ``client_id``/``token`` (never the upstream key): ``client_credentials``, ``client_signature``
+  (Deribit's HMAC of ``timestamp\\nnonce\\ndata`` with the token as secret; stale timestamps and
+  exact replays refused) or ``refresh_token``; its ``private/*`` calls are then forwarded.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from ..errors import error_for_code, invalid_params
 from ..live.livebook import LiveBook
 from ..transport.endpoint import API_VERSION, WS_PATH, Endpoint, Heartbeat, heartbeat_methods
 from ..transport.server import HttpRequest, HttpResponse, WsConnection, text_frame
+from ..wire import auth as wire_auth
 from ..wire import jsonrpc
 from ..wire.channels import parse_channel
 from ..wire.credits import CreditPools
@@ -275,6 +278,7 @@ class BrokerServer(Endpoint):
         self._flush_handle: asyncio.Handle | None = None
         self._flush_timed = False  # the scheduled flush waits for flush_interval
         self._tokens: set[str] = set()
+        self._replays = wire_auth.ReplayGuard()
         self.stats = {"requests": 0, "errors": 0, "refused": 0, "slow_disconnects": 0, "deliveries": 0}
         self.rpc = RpcServer(METHODS, testnet=testnet, rate_limits=rate_limits, authorize=self._require_auth,
                              fallback=self._fallback, stats=self.stats)
@@ -415,10 +419,12 @@ class BrokerServer(Endpoint):
         if grant == "client_credentials":
             ok = p.get("client_id") == self.client_id and secrets.compare_digest(
                 str(p.get("client_secret", "")), self.token)
+        elif grant == "client_signature":
+            ok = p.get("client_id") == self.client_id and self._signature_ok(p, self.token)
         elif grant == "refresh_token":
             ok = p.get("refresh_token") in self._tokens
         else:
-            raise invalid_params("grant_type", "must be client_credentials or refresh_token")
+            raise invalid_params("grant_type", "must be client_credentials, client_signature or refresh_token")
         if not ok:
             raise error_for_code(13004, data={"reason": "invalid_credentials"})
         access, refresh = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
@@ -426,6 +432,22 @@ class BrokerServer(Endpoint):
         c.authed = True
         return {"access_token": access, "refresh_token": refresh, "expires_in": 31536000, "scope": "connection",
                 "token_type": "bearer", "enabled_features": []}
+
+    def _signature_ok(self, p: dict[str, Any], secret: str) -> bool:
+        """Deribit's ``client_signature`` grant: HMAC-SHA256 of ``timestamp\\nnonce\\ndata`` with the
+        broker's secret; a bad signature, a timestamp out of the window or an exact replay is 13009."""
+        ts, sig = p.get("timestamp"), p.get("signature")
+        if isinstance(ts, str) and ts.isdigit():
+            ts = int(ts)
+        if not isinstance(ts, int) or isinstance(ts, bool) or not isinstance(sig, str):
+            raise invalid_params("signature", "timestamp and signature are required")
+        nonce, data = str(p.get("nonce") or ""), str(p.get("data") or "")
+        if not wire_auth.verify(secret, sig, ts, nonce, data):
+            raise error_for_code(13009, data={"reason": "invalid signature"})
+        reason = self._replays.check(self.client_id, ts, nonce, sig)
+        if reason is not None:
+            raise error_for_code(13009, data={"reason": reason})
+        return True
 
     def _local_book(self, p: dict[str, Any]) -> dict[str, Any] | None:
         inst = p.get("instrument_name")

@@ -1,0 +1,91 @@
+"""The port's ``public/auth`` grants against its own credentials, over real sockets:
+client_credentials, client_signature (good, bad, replayed, stale) and refresh_token; a signed-in
+client's private calls are forwarded with the broker's upstream session."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from conftest import RawPeer, connect_peer
+
+from deribit_kit import Deribit
+from deribit_kit.broker import Broker
+from deribit_kit.broker.port import BrokerServer
+from deribit_kit.sim import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, Simulator
+from deribit_kit.wire.auth import signature_params
+
+CLIENT_ID, TOKEN = "port-user", "port-secret"
+
+
+@pytest.fixture
+async def port(sim: Simulator) -> AsyncIterator[BrokerServer]:
+    dk = await Deribit.connect(sim.ws_url, client_id=DEMO_CLIENT_ID, client_secret=DEMO_CLIENT_SECRET)
+    broker = Broker(dk)
+    async with BrokerServer(broker, token=TOKEN, client_id=CLIENT_ID) as srv:
+        yield srv
+    await broker.close()
+    await dk.close()
+
+
+@pytest.fixture
+async def client(port: BrokerServer) -> AsyncIterator[RawPeer]:
+    p = await connect_peer(port.ws_url)
+    yield p
+    await p.close()
+
+
+async def test_client_signature_signs_in_and_private_calls_are_forwarded(client: RawPeer) -> None:
+    assert (await client.call("private/get_positions", {"currency": "BTC"}))["error"]["code"] == 13009
+    got = await client.result("public/auth", signature_params(CLIENT_ID, TOKEN))
+    assert got["access_token"] and got["refresh_token"] and got["token_type"] == "bearer"
+    assert isinstance(await client.result("private/get_positions", {"currency": "BTC"}), list)
+
+
+@pytest.mark.parametrize("change", ["secret", "client_id", "stale", "future"])
+async def test_bad_signatures_are_refused(client: RawPeer, change: str) -> None:
+    now = int(time.time() * 1000)
+    params = {
+        "secret": signature_params(CLIENT_ID, "wrong-secret"),
+        "client_id": signature_params("someone-else", TOKEN),
+        "stale": signature_params(CLIENT_ID, TOKEN, timestamp=now - 120_000),
+        "future": signature_params(CLIENT_ID, TOKEN, timestamp=now + 120_000),
+    }[change]
+    reply = await client.call("public/auth", params)
+    assert reply["error"]["code"] in (13004, 13009), reply
+    assert (await client.call("private/get_positions", {"currency": "BTC"}))["error"]["code"] == 13009
+
+
+async def test_an_exact_replay_is_refused(port: BrokerServer, client: RawPeer) -> None:
+    params = signature_params(CLIENT_ID, TOKEN)
+    assert (await client.result("public/auth", params))["access_token"]
+    other = await connect_peer(port.ws_url)
+    try:
+        reply = await other.call("public/auth", params)
+        assert reply["error"]["code"] == 13009 and "replay" in reply["error"]["data"]["reason"]
+        assert (await other.result("public/auth", signature_params(CLIENT_ID, TOKEN)))["access_token"]
+    finally:
+        await other.close()
+
+
+async def test_a_signature_without_timestamp_is_invalid_params(client: RawPeer) -> None:
+    params = signature_params(CLIENT_ID, TOKEN)
+    del params["timestamp"]
+    assert (await client.call("public/auth", params))["error"]["code"] == -32602
+
+
+async def test_credentials_and_refresh(port: BrokerServer, client: RawPeer) -> None:
+    first = await client.result("public/auth", {"grant_type": "client_credentials", "client_id": CLIENT_ID,
+                                                "client_secret": TOKEN})
+    other = await connect_peer(port.ws_url)
+    try:
+        again = await other.result("public/auth", {"grant_type": "refresh_token",
+                                                   "refresh_token": first["refresh_token"]})
+        assert again["access_token"] != first["access_token"]
+        assert isinstance(await other.result("private/get_positions", {"currency": "BTC"}), list)
+        bad = await other.call("public/auth", {"grant_type": "client_credentials", "client_id": CLIENT_ID,
+                                               "client_secret": "nope"})
+        assert bad["error"]["code"] == 13004
+    finally:
+        await other.close()
