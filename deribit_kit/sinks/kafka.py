@@ -62,6 +62,7 @@ from ..pipeline import schema
 from ..pipeline.murmur2 import partition_for
 from ..transport.kafka import KafkaUnavailable, ensure_topics
 from ..wire.channels import ChannelError, parse_channel
+from ._chain import ChainChannels
 
 __all__ = ["KafkaSink"]
 
@@ -90,34 +91,6 @@ class _Chan:
         self.produced = 0
         self.since_snap = 0
         self.snap_at = time.monotonic()
-
-
-class _ChainChannels:
-    """The consumer side of one followed chain: holds each book as it joins, lets go as it leaves."""
-
-    def __init__(self, sink: KafkaSink, consumer: Consumer) -> None:
-        self.sink = sink
-        self.consumer = consumer
-
-    @property
-    def channels(self) -> list[str]:
-        return self.consumer.channels
-
-    @channels.setter
-    def channels(self, value: list[str]) -> None:
-        self.consumer.channels = value
-
-    async def add_channels(self, channels: list[str]) -> None:
-        self.sink._hold(channels)
-        await self.consumer.add_channels(channels)
-        await self.sink._joined(channels)
-
-    async def remove_channels(self, channels: list[str]) -> None:
-        await self.consumer.remove_channels(channels)
-        self.sink._left(channels)
-
-    async def close(self) -> None:
-        await self.consumer.close()
 
 
 class KafkaSink:
@@ -606,7 +579,8 @@ class KafkaSink:
                                         name=f"{self.name}:{currency}-{kind}:{template.split('.')[0]}")
             await cons.start()
             self._chain_consumers.append(cons)
-            chain = OptionChain(self.broker.upstream, currency, None, kind, None, template, _ChainChannels(self, cons))
+            channels = ChainChannels(cons, self._hold, self._joined, self._left)
+            chain = OptionChain(self.broker.upstream, currency, None, kind, None, template, channels)
             self._chains.append(chain)
             added, _ = await chain.refresh()
             log.info("kafka sink %s: %d %s %s channel(s) (%s)", self.name, len(added), currency, kind, template)

@@ -56,42 +56,13 @@ from ..recording import manifest as _manifest
 from ..recording.format import SCHEMA_VERSION, checkpoint_line, event_line, notification_frame
 from ..recording.writer import SEGMENT_GLOB, SegmentWriter, segment_header
 from ..wire.channels import ChannelError, parse_channel
+from ._chain import ChainChannels
 
 __all__ = ["Recorder"]
 
 log = logging.getLogger("deribit_kit.sinks.recorder")
 
 KINDS = ("future", "option", "spot")
-
-
-class _ChainChannels:
-    """The consumer side of one recorded chain: holds each book as it joins, lets go as it leaves."""
-
-    def __init__(self, recorder: Recorder, consumer: Consumer) -> None:
-        self.recorder = recorder
-        self.consumer = consumer
-
-    @property
-    def channels(self) -> list[str]:
-        return self.consumer.channels
-
-    @channels.setter
-    def channels(self, value: list[str]) -> None:
-        self.consumer.channels = value
-
-    async def add_channels(self, channels: list[str]) -> None:
-        self.recorder._hold(channels)
-        try:
-            await self.consumer.add_channels(channels)
-        finally:
-            self.recorder._joined(channels)
-
-    async def remove_channels(self, channels: list[str]) -> None:
-        await self.consumer.remove_channels(channels)
-        self.recorder._let_go(channels)
-
-    async def close(self) -> None:
-        await self.consumer.close()
 
 
 class Recorder:
@@ -383,7 +354,8 @@ class Recorder:
         await cons.start()
         self._chain_consumers.append(cons)
         chain = OptionChain(self.broker.upstream, currency, None, kind, None,
-                            f"book.{{name}}.{self.book_interval}", _ChainChannels(self, cons))
+                            f"book.{{name}}.{self.book_interval}", ChainChannels(cons, self._hold, self._joined,
+                                                                                self._let_go))
         self._chains.append(chain)
         added, _ = await chain.refresh()
         log.info("recorder %s: %d %s %s book channel(s)", self.name, len(added), currency, kind)
