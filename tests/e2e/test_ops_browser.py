@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,7 +16,8 @@ import pytest
 pytest.importorskip("panel", reason="needs the dashboards extra (pip install -e '.[dashboards]')")
 pytest.importorskip("playwright.sync_api", reason="needs playwright (the test extra)")
 
-from test_ui_browser import CHROMIUM, CHROMIUM_ARGS, WAIT, Page, expect, playwright, pytestmark  # noqa: F401
+# the browser suite's demo and browser fixtures (one instance per module), its page helper and marks
+from test_ui_browser import WAIT, Page, browser, demo, expect, pytestmark  # noqa: F401
 from websockets.sync.client import ClientConnection, connect
 
 from deribit_kit.ui.demo import DemoProcess
@@ -55,23 +55,7 @@ class PortClient:
         self.thread.join(5)
 
 
-@pytest.fixture(scope="module")
-def demo() -> Iterator[DemoProcess]:
-    d = DemoProcess().start()
-    yield d
-    code = d.stop()
-    assert code == 0, d.output
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with playwright.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
-
-
-def test_ops_page_lists_books_and_port_clients(demo: DemoProcess, browser: Any) -> None:
+def test_ops_page_lists_books_and_port_clients(demo: DemoProcess, browser: Any) -> None:  # noqa: F811
     clients = [PortClient(demo.urls["Broker"], BOOKS), PortClient(demo.urls["Broker"], BOOKS[:1])]
     try:
         assert all(c.subscribed.wait(15) for c in clients)
