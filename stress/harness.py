@@ -1,6 +1,8 @@
 """Shared pieces of the reliability campaigns (not a campaign itself): what they measure with.
 
-* :func:`rss_kib` - this process's resident memory (``VmRSS`` of ``/proc/self/status``);
+* :func:`rss_kib` - resident memory of this process or another (``VmRSS`` of ``/proc/PID/status``);
+* :class:`Child`, :func:`serve_commands` - a helper process (the broker, the exchange) driven by
+  JSON lines, so that its memory is measured apart from the campaign's;
 * :class:`Problems` - unhandled asyncio exceptions (the loop's exception handler: "Task exception
   was never retrieved", failing callbacks) and the kit's own ERROR log records, counted by kind;
 * :class:`Peer` - a bare WebSocket JSON-RPC peer (no kit code on the wire) used to observe the
@@ -21,9 +23,11 @@ import asyncio
 import contextlib
 import gc
 import itertools
+import json
 import logging
 import socket
 import struct
+import sys
 import time
 import traceback
 from collections import Counter
@@ -40,10 +44,10 @@ from deribit_kit.events import Event
 MAX_SIZE = 2**24
 
 
-def rss_kib() -> int:
-    """Resident memory of this process in KiB (0 where ``/proc`` is not available)."""
+def rss_kib(pid: int | None = None) -> int:
+    """Resident memory of this process (or of ``pid``) in KiB (0 where ``/proc`` is not available)."""
     try:
-        with open("/proc/self/status") as f:
+        with open(f"/proc/{pid or 'self'}/status") as f:
             for line in f:
                 if line.startswith("VmRSS:"):
                     return int(line.split()[1])
@@ -167,6 +171,73 @@ async def bounded(aw: Awaitable[Any], timeout: float) -> bool:
     except Exception:
         return True
     return True
+
+
+# ---------------------------------------------------------------- helper processes
+
+
+class Child:
+    """A helper process of a campaign (the broker, the exchange), so that its memory is its own:
+    it prints one JSON object per line on stdout (the first when it is ready) and answers one line
+    per command read on stdin (:func:`serve_commands` is its side)."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, first: dict[str, Any]) -> None:
+        self.proc = proc
+        self.first = first
+
+    @classmethod
+    async def start(cls, *args: str, timeout: float = 60.0) -> Child:
+        """``python *args`` with pipes; returns once its first line (its URLs) has come."""
+        proc = await asyncio.create_subprocess_exec(sys.executable, *args, stdin=asyncio.subprocess.PIPE,
+                                                    stdout=asyncio.subprocess.PIPE)
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), timeout)
+        if not line:
+            await proc.wait()
+            raise RuntimeError(f"{args[0]} ended before it was ready (status {proc.returncode})")
+        return cls(proc, json.loads(line))
+
+    @property
+    def rss_kib(self) -> int:
+        return rss_kib(self.proc.pid)
+
+    async def ask(self, command: str = "report", timeout: float = 30.0) -> dict[str, Any]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(command.encode() + b"\n")
+        await self.proc.stdin.drain()
+        line = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
+        if not line:
+            raise RuntimeError("the helper process ended")
+        out: dict[str, Any] = json.loads(line)
+        return out
+
+    async def stop(self) -> dict[str, Any]:
+        """Its last report (after ``stop``); it is killed if it does not end by itself."""
+        try:
+            return await self.ask("stop")
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.proc.wait(), 10)
+            if self.proc.returncode is None:
+                self.proc.kill()
+                await self.proc.wait()
+
+
+async def serve_commands(answer: Callable[[str], Awaitable[dict[str, Any]]], first: dict[str, Any]) -> None:
+    """The child's side of :class:`Child`: print ``first``, then one answer per stdin line until
+    ``stop`` (answered too) or the end of stdin."""
+    reader = asyncio.StreamReader()
+    await asyncio.get_running_loop().connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+
+    def say(msg: dict[str, Any]) -> None:
+        sys.stdout.write(json.dumps(msg) + "\n")
+        sys.stdout.flush()
+
+    say(first)
+    while line := (await reader.readline()).decode().strip():
+        say(await answer(line))
+        if line == "stop":
+            return
 
 
 # ---------------------------------------------------------------- a bare JSON-RPC peer

@@ -41,7 +41,6 @@ import asyncio
 import base64
 import contextlib
 import gc
-import json
 import os
 import random
 import sys
@@ -54,6 +53,7 @@ import orjson
 import websockets
 from harness import (
     Chain,
+    Child,
     Figures,
     Peer,
     PeerClosed,
@@ -62,12 +62,12 @@ from harness import (
     instrument_names,
     mib,
     rss_kib,
+    serve_commands,
     wait_until,
 )
 
 from deribit_kit.sim import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, Simulator
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 FOLLOWED = ("book.BTC-PERPETUAL.100ms", "book.ETH-PERPETUAL.100ms", "book.BTC-PERPETUAL.agg2")
 FOLLOWERS = 3
 MAX_CHANNELS = 1000  # the port's per-connection limit (its default)
@@ -231,14 +231,12 @@ class FuzzResult:
 
 
 async def serve(upstream: str) -> None:
-    """The child: a broker and its port over ``upstream``; JSON lines on stdout, commands on stdin."""
+    """The child: a broker and its port over ``upstream``, driven by :func:`harness.serve_commands`
+    (``report``, ``settle``: the same after ``broker.settle()``, ``stop``)."""
     from deribit_kit import Deribit
     from deribit_kit.broker import Broker
     from deribit_kit.broker.port import BrokerServer
 
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     with Problems.watch() as problems:
         dk = await Deribit.connect(upstream, client_id=DEMO_CLIENT_ID, client_secret=DEMO_CLIENT_SECRET,
                                    backoff_initial=0.01, backoff_max=0.5, client_rate_limit=False)
@@ -255,62 +253,22 @@ async def serve(upstream: str) -> None:
                     "unhandled": dict(problems.unhandled), "logged_errors": dict(problems.logged_errors),
                     "tracebacks": problems.tracebacks[:3]}
 
-        def say(msg: dict[str, Any]) -> None:
-            sys.stdout.write(json.dumps(msg) + "\n")
-            sys.stdout.flush()
-
-        say(report())
-        while line := (await reader.readline()).decode().strip():
-            if line == "settle":
+        async def answer(command: str) -> dict[str, Any]:
+            if command == "settle":
                 with contextlib.suppress(Exception):
                     await broker.settle(10.0)
-            elif line == "stop":
-                break
-            say(report())
-        await srv.stop()
-        await broker.close()
-        await dk.close()
-        say(report())
+            elif command == "stop":
+                await srv.stop()
+                await broker.close()
+                await dk.close()
+            return report()
+
+        await serve_commands(answer, report())
 
 
-class BrokerProcess:
-    """The driver's handle on the child: start it, ask for its report, stop it."""
-
-    def __init__(self, proc: asyncio.subprocess.Process, first: dict[str, Any]) -> None:
-        self.proc = proc
-        self.first = first
-        self.ws_url: str = first["ws_url"]
-
-    @classmethod
-    async def start(cls, upstream: str) -> BrokerProcess:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, os.path.abspath(__file__), "--serve", upstream,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, cwd=os.getcwd())
-        assert proc.stdout is not None
-        line = await asyncio.wait_for(proc.stdout.readline(), 60)
-        if not line:
-            raise RuntimeError("the broker process did not start")
-        return cls(proc, json.loads(line))
-
-    async def ask(self, command: str = "report", timeout: float = 30.0) -> dict[str, Any]:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(command.encode() + b"\n")
-        await self.proc.stdin.drain()
-        line = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
-        if not line:
-            raise RuntimeError("the broker process ended")
-        out: dict[str, Any] = json.loads(line)
-        return out
-
-    async def stop(self) -> dict[str, Any]:
-        try:
-            return await self.ask("stop")
-        finally:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.proc.wait(), 10)
-            if self.proc.returncode is None:
-                self.proc.kill()
-                await self.proc.wait()
+async def start_broker(upstream: str) -> Child:
+    """The broker process over ``upstream`` (its first report has its ``ws_url``)."""
+    return await Child.start(os.path.abspath(__file__), "--serve", upstream)
 
 
 # ---------------------------------------------------------------- frames
@@ -655,8 +613,9 @@ async def run(frames: int = 100_000, rounds: int = 3, seed: int = 1, *, connecti
     with Problems.watch() as driver_problems:
         async with Simulator(seed=seed, rate_limits=False) as sim:
             names = await instrument_names(sim.ws_url)
-            broker = await BrokerProcess.start(sim.ws_url)
-            url, host, port = broker.ws_url, "127.0.0.1", int(broker.ws_url.split(":")[2].split("/")[0])
+            broker = await start_broker(sim.ws_url)
+            url: str = broker.first["ws_url"]
+            host, port = "127.0.0.1", int(url.split(":")[2].split("/")[0])
             res.broker_rss_start_kib = broker.first["rss_kib"]
             followers = [await Follower.open(url) for _ in range(FOLLOWERS)]
             try:

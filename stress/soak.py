@@ -1,17 +1,19 @@
 """Soak: many clients churning subscriptions for a long time while the upstream drops every minute.
 
-One process holds the embedded exchange, the broker's upstream client, the broker and its port.
-``--clients`` clients (50 by default) churn for ``--minutes`` minutes (30 by default; ``--minutes 2``
+The embedded exchange runs in a process of its own (so that the memory measured is the broker's,
+its port's and the clients'); this one holds the broker's upstream client, the broker, its port and
+the clients. ``--clients`` clients (50 by default) churn for ``--minutes`` minutes (30 by default; ``--minutes 2``
 is the smoke run): half are external WebSocket clients of the port (a bare JSON-RPC peer each,
 rebuilding every book it subscribes from the notifications and counting chain breaks), half are
 in-process broker consumers (``drop_oldest`` readers, conflating book readers, callbacks, book
 holds). Every second or three each client subscribes to a channel, leaves one, or goes away and
 comes back, over a pool of book, ticker, trades and index channels. Every ``--drop-every`` seconds
-(60) the exchange drops every connection (``sim.faults.drop_connections()``): the broker's upstream
-reconnects and its books resync.
+(60) the exchange drops every connection (``sim.faults.drop_connections()``, asked of its process):
+the broker's upstream reconnects and its books resync.
 
 Printed while it runs (one line per sample, at most ~40 lines): resident memory, live asyncio tasks,
-port clients, port topics, broker channels, reconnects, resyncs. At the end: the instruments of the
+Python's allocated blocks and tracked objects, port clients, port topics, broker channels,
+reconnects, resyncs, and the exchange process's resident memory. At the end: the instruments of the
 pool are halted (``sim.faults.halt``) so that the books stop moving, then every live book (each of
 the broker's and each port client's rebuilt one) is compared level by level with the exchange's
 ``public/get_order_book``; then every client leaves and nothing may stay subscribed.
@@ -29,6 +31,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import os
 import random
 import sys
 from collections import Counter
@@ -38,6 +41,7 @@ from typing import Any
 import websockets
 from harness import (
     Chain,
+    Child,
     Figures,
     Peer,
     PeerClosed,
@@ -46,6 +50,7 @@ from harness import (
     instrument_names,
     mib,
     rss_kib,
+    serve_commands,
     wait_until,
 )
 
@@ -84,6 +89,7 @@ class Sample:
     resyncs: int
     blocks: int  # allocated Python memory blocks
     objects: int  # objects the garbage collector tracks
+    exchange_rss_kib: int  # the exchange's process
 
 
 @dataclass
@@ -152,6 +158,11 @@ class SoakResult:
         if rss:
             f.add("RSS first / max / last", f"{mib(rss[0])} / {mib(max(rss))} / {mib(rss[-1])}", "bounded",
                   ok=self.rss_bounded)
+            blocks = [s.blocks for s in self.samples]
+            f.add("Python blocks first / max / last", f"{blocks[0] // 1000}k / {max(blocks) // 1000}k / "
+                                                      f"{blocks[-1] // 1000}k")
+            ex = [s.exchange_rss_kib for s in self.samples]
+            f.add("exchange process RSS first / last", f"{mib(ex[0])} / {mib(ex[-1])}")
             f.add("live tasks first / max / last", f"{tasks[0]} / {max(tasks)} / {tasks[-1]}", "bounded",
                   ok=self.tasks_bounded)
         f.add("books equal to get_order_book", f"{self.books_equal} of {self.books_compared}", "all",
@@ -179,7 +190,7 @@ class SoakResult:
 def sample_line(s: Sample) -> str:
     return (f"  {s.t_s:7.0f} s  RSS {mib(s.rss_kib):>10}  tasks {s.tasks:4}  port clients {s.port_clients:3}  "
             f"topics {s.topics:3}  broker channels {s.channels:3}  reconnects {s.reconnects:3}  resyncs {s.resyncs:4}  "
-            f"blocks {s.blocks // 1000}k  objects {s.objects // 1000}k")
+            f"blocks {s.blocks // 1000}k  objects {s.objects // 1000}k  exchange RSS {mib(s.exchange_rss_kib)}")
 
 
 # ---------------------------------------------------------------- the clients
@@ -347,13 +358,12 @@ def _levels(rows: Any) -> list[tuple[float, float]]:
     return [(float(p), float(a)) for p, a, *_ in rows]
 
 
-async def compare_books(sim: Simulator, broker: Broker, port_clients: list[PortClient], pool: list[str],
+async def compare_books(exchange: Child, broker: Broker, port_clients: list[PortClient], pool: list[str],
                         res: SoakResult, timeout: float = 20.0) -> None:
     """Halt the pool's instruments, wait until every book has the exchange's last change_id, compare."""
     names = sorted({ch.split(".")[1] for ch in pool if is_book(ch)})
-    for n in names:
-        sim.faults.halt(n)
-    observer = await Peer.open(sim.ws_url)
+    await exchange.ask("halt " + ",".join(names))
+    observer = await Peer.open(exchange.first["ws_url"])
     try:
         truth: dict[str, dict[str, Any]] = {}
 
@@ -394,8 +404,7 @@ async def compare_books(sim: Simulator, broker: Broker, port_clients: list[PortC
                 res.example(f"{what} book {name} differs from get_order_book at change_id {truth[name]['change_id']}")
     finally:
         await observer.close()
-        for n in names:
-            sim.faults.halt(n, False)
+        await exchange.ask("resume " + ",".join(names))
 
 
 # ---------------------------------------------------------------- the run
@@ -408,13 +417,15 @@ async def run(minutes: float = 30.0, clients: int = 50, seed: int = 1, *, drop_e
     res = SoakResult(clients=clients)
     seconds = minutes * 60
     every = sample_every or max(5.0, seconds / 36)
+    exchange = await Child.start(os.path.abspath(__file__), "--serve-exchange", str(seed))
+    url: str = exchange.first["ws_url"]
     with Problems.watch() as problems:
-        async with Simulator(seed=seed) as sim:
-            dk = await Deribit.connect(sim.ws_url, client_id=DEMO_CLIENT_ID, client_secret=DEMO_CLIENT_SECRET,
+        try:
+            dk = await Deribit.connect(url, client_id=DEMO_CLIENT_ID, client_secret=DEMO_CLIENT_SECRET,
                                        backoff_initial=0.05, backoff_max=2.0)
             broker = dk.broker
             srv = await BrokerServer(broker).start()
-            pool = channel_pool(await instrument_names(sim.ws_url))
+            pool = channel_pool(await instrument_names(url))
             port_clients = [PortClient(srv.ws_url, pool, random.Random(rng.random()), res)
                             for _ in range(clients - clients // 2)]
             local_clients = [LocalClient(broker, pool, random.Random(rng.random()), res) for _ in range(clients // 2)]
@@ -427,7 +438,7 @@ async def run(minutes: float = 30.0, clients: int = 50, seed: int = 1, *, drop_e
             def sample() -> Sample:
                 s = Sample(loop.time() - started, rss_kib(), len(asyncio.all_tasks()), len(srv.clients),
                            len(srv.topics), len(broker.channels), broker.reconnects, broker.book_resyncs,
-                           sys.getallocatedblocks(), len(gc.get_objects()))
+                           sys.getallocatedblocks(), len(gc.get_objects()), exchange.rss_kib)
                 res.samples.append(s)
                 if verbose:
                     print(sample_line(s), flush=True)
@@ -440,7 +451,7 @@ async def run(minutes: float = 30.0, clients: int = 50, seed: int = 1, *, drop_e
                         sample()
                         next_sample += every
                     if now >= next_drop:
-                        sim.faults.drop_connections()
+                        await exchange.ask("drop")
                         res.drops += 1
                         next_drop += drop_every
                     await asyncio.sleep(min(next_sample, next_drop, started + seconds) - now)
@@ -449,7 +460,7 @@ async def run(minutes: float = 30.0, clients: int = 50, seed: int = 1, *, drop_e
                 await asyncio.gather(*tasks)
                 with contextlib.suppress(Exception):
                     await broker.settle(30)
-                await compare_books(sim, broker, port_clients, pool, res)
+                await compare_books(exchange, broker, port_clients, pool, res)
             finally:
                 stop.set()
                 for c in everyone:
@@ -458,11 +469,14 @@ async def run(minutes: float = 30.0, clients: int = 50, seed: int = 1, *, drop_e
                 with contextlib.suppress(Exception):
                     await wait_until(lambda: not srv.clients, 10)
                     await broker.settle(30)
-                res.left_subscribed = sorted(set(broker.channels) | {ch for ch in pool if sim.subscriber_count(ch)})
+                on_exchange = (await exchange.ask("subscribed " + ",".join(pool)))["subscribed"]
+                res.left_subscribed = sorted(set(broker.channels) | set(on_exchange))
                 res.reconnects, res.resyncs = broker.reconnects, broker.book_resyncs
                 res.minutes = (loop.time() - started) / 60
                 await srv.stop()
                 await dk.close()
+        finally:
+            await exchange.stop()
         problems.flush()
     res.unhandled = problems.unhandled
     res.logged_errors = problems.logged_errors
@@ -476,7 +490,33 @@ def add_arguments(p: argparse.ArgumentParser, prefix: str = "") -> None:
                    help="drop the upstream connection every this many seconds (default 60)")
 
 
+async def serve_exchange(seed: int) -> None:
+    """The exchange's own process, driven by :func:`harness.serve_commands`: ``report``, ``drop``
+    (every connection, ``sim.faults.drop_connections``), ``halt A,B`` / ``resume A,B``
+    (``sim.faults.halt``), ``subscribed A,B`` (those of the channels someone holds), ``stop``."""
+    async with Simulator(seed=seed) as sim:
+        def report(**more: Any) -> dict[str, Any]:
+            return {"ws_url": sim.ws_url, "rss_kib": rss_kib(), **more}
+
+        async def answer(line: str) -> dict[str, Any]:
+            command, _, arg = line.partition(" ")
+            names = [a for a in arg.split(",") if a]
+            if command == "drop":
+                return report(dropped=sim.faults.drop_connections())
+            if command in ("halt", "resume"):
+                for n in names:
+                    sim.faults.halt(n, command == "halt")
+            if command == "subscribed":
+                return report(subscribed=[ch for ch in names if sim.subscriber_count(ch)])
+            return report()
+
+        await serve_commands(answer, report())
+
+
 def main(argv: list[str] | None = None) -> int:
+    if argv is None and len(sys.argv) == 3 and sys.argv[1] == "--serve-exchange":
+        asyncio.run(serve_exchange(int(sys.argv[2])))
+        return 0
     p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     add_arguments(p)
     p.add_argument("--seed", type=int, default=1)
