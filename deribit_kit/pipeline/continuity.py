@@ -75,14 +75,18 @@ class BookContinuity:
         return self._count(FORWARD)
 
     def change(self, data: Any, epoch: int) -> str:
+        """A change continues the chain by ``prev_change_id`` alone: Deribit's change ids are the
+        instrument's, not the connection's (after a reconnect the sink's snapshots come before its
+        new epoch does)."""
         cid = data["change_id"]
         last = self.change_id
-        if last is not None and cid <= last and self.epoch == epoch:
+        if last is not None and cid <= last and self.state != SYNCING:
             return self._count(DUPLICATE)
         if self.state != LIVE:
             return self._count(DROP)
-        if data["prev_change_id"] == last and self.epoch == epoch:
+        if data["prev_change_id"] == last:
             self.change_id = cid
+            self.epoch = epoch
             return self._count(FORWARD)
         self.state = RESYNCING
         return self._count(BREAK)

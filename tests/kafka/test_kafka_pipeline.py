@@ -308,6 +308,8 @@ async def test_the_sink_survives_reconnects_and_10028_session_ends(kafka: LocalK
         sim.faults.drop_connections()  # the upstream drops: epoch_end markers, then the exchange's snapshots
         await reconnected
         await until(lambda: book.book.resyncs >= 1 and book.state == "live")
+        n = book.book.changes
+        await until(lambda: book.book.changes >= n + 3)  # the chain goes on in the new epoch
         reconnected = asyncio.ensure_future(dk.reconnected.wait(10))
         limited = asyncio.ensure_future(dk.rate_limited.wait(10))
         sim.faults.rate_limit_storm(1)  # Deribit answers 10028 and ends the session
@@ -315,6 +317,8 @@ async def test_the_sink_survives_reconnects_and_10028_session_ends(kafka: LocalK
         await limited
         await reconnected
         await until(lambda: book.book.resyncs >= 2 and book.state == "live")
+        n = book.book.changes
+        await until(lambda: book.book.changes >= n + 3)
         assert sink.markers.get("epoch_end", 0) >= 2 * len(chain) and sink.lost == 0
         assert (await sink.refresh()) == ([], []) and sink.channels == chain  # the followed chain is whole
         local = dk.broker.books[ETH].book

@@ -115,8 +115,10 @@ def test_markers_and_new_epochs_resync_a_live_book() -> None:
     assert b.interrupt() == cont.INTERRUPT and b.state == cont.RESYNCING
     assert b.interrupt() == cont.IGNORE
     b.snapshot(snapshot(6), 1)
-    assert b.change(change(8, 6), 2) == cont.BREAK  # a change of another epoch never continues the chain
-    assert b.snapshot(snapshot(4), 2) == cont.FORWARD  # a new epoch's snapshot serves, whatever its change_id
+    assert b.change(change(8, 6), 2) == cont.FORWARD  # the chain is the instrument's, whatever the connection
+    assert b.change(change(9, 7), 2) == cont.BREAK
+    assert b.snapshot(snapshot(4), 2) == cont.FORWARD  # the snapshot a resyncing book waits for
+    assert b.snapshot(snapshot(5), 3) == cont.FORWARD  # a new epoch's snapshot serves a live book, whatever its id
     b.reset()
     assert b.state == cont.SYNCING and b.change_id is None
 
