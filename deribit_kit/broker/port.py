@@ -22,6 +22,9 @@
 * A client whose send buffer passes ``max_buffer`` is conflated (changes skipped, then a fresh
   snapshot once its buffer is under half the limit) or, with ``slow_policy="disconnect"`` or past
   ``4 * max_buffer``, closed with ``connection_too_slow``.
+* ``raw`` channels (``book.*.raw``, ``trades.*.raw``, ``ticker.*.raw``) need a signed-in client, with
+  ``public/subscribe`` or ``private/subscribe``, and an authenticated upstream: otherwise the call
+  is answered with Deribit's 13778, as an unauthenticated Deribit connection is.
 * Private methods are off unless ``token`` is given; then a client ``public/auth``s with the broker's
   own ``client_id``/``token`` (never the upstream key): ``client_credentials``, ``client_signature``
   (Deribit's HMAC of ``timestamp\\nnonce\\ndata`` with the token as secret; stale timestamps and
@@ -103,6 +106,7 @@ class _Topic:
         info = parse_channel(name)
         self.is_book = info.family == "book"
         self.private = info.private
+        self.raw = info.interval == "raw" and not info.user
         # Deribit batches interval channels (100ms, agg2) itself: the port may hold them for
         # flush_interval to write several at once; raw channels and the rest go out this loop turn
         self.soon = info.interval in (None, "raw")
@@ -405,11 +409,15 @@ class BrokerServer(Endpoint):
         self._require_auth(c, p)
         return self._forward(name, p)
 
+    def _authed(self, c: _Client, p: dict[str, Any]) -> bool:
+        """The connection signed in, or the call carries one of the broker's tokens."""
+        tok = p.get("access_token")
+        return c.authed or (isinstance(tok, str) and tok in self._tokens)
+
     def _require_auth(self, c: _Client, p: dict[str, Any]) -> None:
         if self.token is None:
             raise error_for_code(13009, data={"reason": "private methods are disabled on this broker"})
-        tok = p.get("access_token")
-        if not c.authed and not (isinstance(tok, str) and tok in self._tokens):
+        if not self._authed(c, p):
             raise error_for_code(13009, data={"reason": "authentication required"})
 
     def _auth(self, c: _Client, p: dict[str, Any]) -> Any:
@@ -488,6 +496,11 @@ class BrokerServer(Endpoint):
         once, in its order; unknown or refused ones left out, as Deribit does); the topics go live
         for it once the answer is written."""
         results = await asyncio.gather(*(asyncio.shield(t.started) for t in topics), return_exceptions=True)
+        if any(isinstance(r, BaseException) and t.raw for t, r in zip(topics, results, strict=True)):
+            # a raw channel the upstream would not give (it is not authenticated): refused as Deribit does
+            if c in self.clients:
+                self._drop_subs(c, [t.name for t in topics if t.name in c.subs])
+            raise error_for_code(13778)
         failed = {t.name for t, r in zip(topics, results, strict=True) if isinstance(r, BaseException)}
         if c in self.clients:
             self._drop_subs(c, [ch for ch in failed if ch in c.subs])
@@ -509,10 +522,13 @@ class BrokerServer(Endpoint):
             self._require_auth(c, params)
         wanted: list[str] = []
         for info in subscribe_channels(params):
-            if info.private and not private:
-                if not c.authed and self.token is None:
-                    raise error_for_code(13009, data={"reason": "private channels are disabled on this broker"})
-                continue
+            if info.user:
+                if not private:  # the account's own data: private/subscribe only
+                    if not c.authed and self.token is None:
+                        raise error_for_code(13009, data={"reason": "private channels are disabled on this broker"})
+                    continue
+            elif info.private and not self._authed(c, params):
+                raise error_for_code(13778)  # a raw channel needs an authenticated connection, as on Deribit
             wanted.append(info.name)
         new = sum(1 for ch in wanted if ch not in c.subs)
         if len(c.subs) + new > self.max_channels:

@@ -89,3 +89,59 @@ async def test_credentials_and_refresh(port: BrokerServer, client: RawPeer) -> N
         assert bad["error"]["code"] == 13004
     finally:
         await other.close()
+
+
+# ---------------------------------------------------------------- raw channels
+
+RAW = ["book.BTC-PERPETUAL.raw", "trades.BTC-PERPETUAL.raw", "ticker.BTC-PERPETUAL.raw"]
+
+
+async def _signed_in(port: BrokerServer) -> RawPeer:
+    p = await connect_peer(port.ws_url)
+    assert (await p.result("public/auth", signature_params(CLIENT_ID, TOKEN)))["access_token"]
+    return p
+
+
+@pytest.mark.parametrize("method", ["public/subscribe", "private/subscribe"])
+async def test_raw_channels_after_auth_keep_an_unbroken_chain(sim: Simulator, port: BrokerServer,
+                                                              method: str) -> None:
+    p = await _signed_in(port)
+    try:
+        assert await p.result(method, {"channels": RAW}) == RAW
+        last: int | None = None
+        for _ in range(30):
+            data = (await p.next_notification(RAW[0]))["data"]
+            if last is None:
+                assert data["type"] == "snapshot"
+            else:
+                assert data["type"] == "change" and data["prev_change_id"] == last
+            last = data["change_id"]
+        assert (await p.next_notification(RAW[2]))["data"]["instrument_name"] == "BTC-PERPETUAL"
+    finally:
+        await p.close()
+
+
+async def test_raw_channels_without_auth_are_13778(client: RawPeer) -> None:
+    reply = await client.call("public/subscribe", {"channels": [RAW[0], "ticker.BTC-PERPETUAL.100ms"]})
+    assert reply["error"]["code"] == 13778
+    assert (await client.call("private/subscribe", {"channels": RAW}))["error"]["code"] == 13009
+
+
+async def test_raw_channels_through_an_unauthenticated_upstream_are_13778(sim: Simulator) -> None:
+    dk = await Deribit.connect(sim.ws_url)  # no key: the broker's upstream cannot have raw channels
+    broker = Broker(dk)
+    try:
+        async with BrokerServer(broker, token=TOKEN, client_id=CLIENT_ID) as srv:
+            p = await _signed_in(srv)
+            try:
+                reply = await p.call("public/subscribe", {"channels": [RAW[0]]})
+                assert reply.get("error", {}).get("code") == 13778, reply
+                # the refused call leaves nothing behind; other channels still work
+                assert await p.result("public/subscribe", {"channels": ["ticker.BTC-PERPETUAL.100ms"]}) == [
+                    "ticker.BTC-PERPETUAL.100ms"]
+                assert srv.topics.keys() == {"ticker.BTC-PERPETUAL.100ms"}
+            finally:
+                await p.close()
+    finally:
+        await broker.close()
+        await dk.close()
