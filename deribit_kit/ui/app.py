@@ -91,6 +91,7 @@ class Feed:
 
     # ------------------------------------------------------------ lifecycle
     def acquire(self) -> None:
+        """Hold the feed (it starts on the first hold; a pending close is called off)."""
         self.refs += 1
         if self._close_handle is not None:
             self._close_handle.cancel()
@@ -130,9 +131,11 @@ class Feed:
             log.warning("feed %s failed: %s", self.key, exc)
 
     async def run(self) -> None:  # pragma: no cover - overridden
+        """Keep the feed's state up to date until it is closed (each kind of feed does its own)."""
         raise NotImplementedError
 
     async def close(self) -> None:
+        """Stop the feed's task and release what it holds."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(BaseException):
@@ -182,9 +185,11 @@ class MarketFeed(Feed):
 
     @property
     def instrument(self) -> Instrument | None:
+        """The feed's instrument, once the hub has loaded the instruments."""
         return self.hub.instruments.get(self.name)
 
     async def run(self) -> None:
+        """Hold the instrument's live book and read its ticker and trades from the broker."""
         broker = self.hub.broker
         name = self.name
         self._consumer = broker.consumer([f"ticker.{name}.100ms", f"trades.{name}.100ms"], "drop_oldest",
@@ -220,6 +225,7 @@ class MarketFeed(Feed):
     # ------------------------------------------------------------ state
     @property
     def book_version(self) -> int:
+        """The live book's version (grows with every change; -1 before it exists)."""
         return self.live.version if self.live is not None else -1
 
     @property
@@ -230,6 +236,7 @@ class MarketFeed(Feed):
         return self.status
 
     def housekeeping(self, now: float) -> None:
+        """Once per refresh: mark a silent book stale (on the upstream's clock) and measure the update rate."""
         live = self.live
         if live is None:
             return
@@ -241,6 +248,7 @@ class MarketFeed(Feed):
 
     # ------------------------------------------------------------ views (shared by every session)
     def ladder(self, levels: int = 10) -> tuple[Any, str]:
+        """``(key, html)`` of the ladder's top ``levels``, rendered once per book version."""
         key = (self.book_version, levels)
 
         def make() -> str:
@@ -255,6 +263,7 @@ class MarketFeed(Feed):
         return key, self.memo(f"ladder{levels}", key, make)
 
     def depth(self, levels: int = 50) -> tuple[Any, tuple[dict[str, Any], dict[str, Any]]]:
+        """``(key, (bids, asks))`` column data of the depth chart, rendered once per book version."""
         key = (self.book_version, levels)
 
         def make() -> tuple[dict[str, Any], dict[str, Any]]:
@@ -266,14 +275,17 @@ class MarketFeed(Feed):
         return key, self.memo(f"depth{levels}", key, make)
 
     def ticker_view(self) -> tuple[Any, str]:
+        """``(key, html)`` of the ticker stats."""
         key = self.ticker_version
         return key, self.memo("ticker", key, lambda: render.ticker_html(self.ticker, self.instrument))
 
     def trades_view(self, n: int = 15) -> tuple[Any, str]:
+        """``(key, html)`` of the ``n`` most recent trades."""
         key = (self.trades_version, n)
         return key, self.memo(f"trades{n}", key, lambda: render.trades_html(self.trades, self.instrument, n))
 
     def state_view(self) -> tuple[Any, str]:
+        """``(key, html)`` of the book's state and counters (and the upstream's state)."""
         live = self.live
         up = self.hub.upstream_state
         key = (self.book_version, self.state, up, round(self.rate, 1), self.error)
@@ -304,6 +316,7 @@ class CandleFeed(Feed):
         self.live: LiveCandles | None = None
 
     async def run(self) -> None:
+        """Start the live candles (history, then ``chart.trades`` through the broker) and follow them."""
         live = LiveCandles(self.hub.client_or_raise, self.name, self.resolution, history=CANDLES_SHOWN,
                            max_candles=2 * CANDLES_SHOWN)
         await live.start()
@@ -352,6 +365,7 @@ class ChainFeed(Feed):
         self._chain: OptionChain | None = None
 
     async def run(self) -> None:
+        """Follow the chain's tickers through the broker."""
         self._chain = await self.hub.broker.subscribe_chain(
             self.currency, self.expiry, channel_template="ticker.{name}.100ms", callback=self._on_note,
             refresh_interval=0)
@@ -398,6 +412,7 @@ class TermFeed(Feed):
         self.data: dict[str, list[Any]] = {"expiry": [], "days": [], "iv": []}
 
     async def run(self) -> None:
+        """Poll the book summaries of the currency's options for the ATM IV of each expiry."""
         client = self.hub.client_or_raise
         while True:
             try:
@@ -425,6 +440,7 @@ class AccountFeed(Feed):
         self._polled: tuple[float, list[Position]] | None = None
 
     async def run(self) -> None:
+        """Follow the account's orders, positions and balances (a live portfolio); refuse without an API key."""
         client = self.hub.client_or_raise
         if not client.is_authenticated:
             self.status = "no-keys"
@@ -454,10 +470,12 @@ class AccountFeed(Feed):
 
     @property
     def orders(self) -> list[Order]:
+        """The open orders."""
         return list(self.portfolio.orders.values()) if self.portfolio is not None else []
 
     @property
     def positions(self) -> list[Position]:
+        """The open positions."""
         pf = self.portfolio
         if pf is None:
             return []
@@ -467,6 +485,7 @@ class AccountFeed(Feed):
         return list(pf.positions.values())
 
     def view(self) -> tuple[Any, dict[str, Any]]:
+        """``(key, view)``: the orders, positions and account rows the trading page shows."""
         def make() -> dict[str, Any]:
             pf = self.portfolio
             balances = [] if pf is None else [pf.balances[c] for c in sorted(pf.balances)]
@@ -527,17 +546,20 @@ class Hub:
         self._task = self._spawn(self._run())
 
     async def start(self) -> Hub:
+        """Start the hub (connect, load the instruments) and wait until it is ready."""
         self.ensure_started()
         await self.wait_ready()
         return self
 
     async def wait_ready(self, timeout: float | None = None) -> None:
+        """Wait (at most ``timeout`` s) until the hub is connected and knows the instruments."""
         self.ensure_started()
         assert self._ready is not None
         await asyncio.wait_for(self._ready.wait(), timeout)
 
     @property
     def ready(self) -> bool:
+        """True once the hub is connected and knows the instruments."""
         return self._ready is not None and self._ready.is_set()
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
@@ -608,6 +630,7 @@ class Hub:
         return float(t.stats["notifications"]), float(t.stats.get("notification_cpu_s", 0.0))
 
     async def load_instruments(self) -> None:
+        """Load every instrument of the target (the pickers and the feeds look them up)."""
         client = self.client_or_raise
         insts = await client.instruments("any")
         new = {i.instrument_name: i for i in insts if not i.is_combo}
@@ -634,12 +657,14 @@ class Hub:
     # ------------------------------------------------------------ accessors
     @property
     def client_or_raise(self) -> Deribit:
+        """The hub's client; raises while the dashboards are not connected yet."""
         if self.client is None:
             raise DeribitKitError("the dashboards are not connected yet")
         return self.client
 
     @property
     def broker(self) -> Broker:
+        """The client's broker (every feed reads from it)."""
         return self.client_or_raise.broker
 
     @property
@@ -650,6 +675,7 @@ class Hub:
 
     @property
     def can_trade(self) -> bool:
+        """True when the client is authenticated (an API key was given)."""
         return self.client is not None and self.client.is_authenticated
 
     # ------------------------------------------------------------ feeds (acquire; the caller releases)
@@ -661,6 +687,7 @@ class Hub:
         return feed
 
     def market(self, instrument: str) -> MarketFeed:
+        """The shared feed of ``instrument``'s book, ticker and trades (held: call ``release()``)."""
         feed = self._feed(("market", instrument), lambda: MarketFeed(self, instrument))
         assert isinstance(feed, MarketFeed)
         return feed
@@ -672,22 +699,26 @@ class Hub:
         return feed
 
     def chain(self, currency: str, expiry: str) -> ChainFeed:
+        """The shared feed of an option chain (one currency and expiry)."""
         feed = self._feed(("chain", currency, expiry), lambda: ChainFeed(self, currency, expiry))
         assert isinstance(feed, ChainFeed)
         return feed
 
     def term(self, currency: str) -> TermFeed:
+        """The shared feed of a currency's ATM IV term structure."""
         feed = self._feed(("term", currency), lambda: TermFeed(self, currency))
         assert isinstance(feed, TermFeed)
         return feed
 
     def account(self) -> AccountFeed:
+        """The shared feed of the account (orders, positions, balances)."""
         feed = self._feed(("account",), lambda: AccountFeed(self))
         assert isinstance(feed, AccountFeed)
         return feed
 
     @property
     def feeds(self) -> dict[tuple[Any, ...], Feed]:
+        """The feeds open now, by key."""
         return dict(self._feeds)
 
     # ------------------------------------------------------------ instrument lists
@@ -700,6 +731,7 @@ class Hub:
         return sorted(seen, key=lambda c: seen[c])
 
     def option_currencies(self) -> list[str]:
+        """The currencies that have options."""
         return sorted({i.base_currency for i in self.instruments.values() if i.kind == "option"})
 
 

@@ -82,6 +82,7 @@ class Html(pn.viewable.Viewer):
 
     @property
     def object(self) -> str:
+        """The HTML shown (setting it updates the browser only when it changed)."""
         return self._text
 
     @object.setter
@@ -92,6 +93,7 @@ class Html(pn.viewable.Viewer):
 
     @property
     def visible(self) -> bool:
+        """Whether the fragment is shown."""
         return bool(self._pane.visible)
 
     @visible.setter
@@ -100,6 +102,7 @@ class Html(pn.viewable.Viewer):
 
     @property
     def sizing_mode(self) -> Any:
+        """The pane's Panel sizing mode."""
         return self._pane.sizing_mode
 
     def __panel__(self) -> pn.viewable.Viewable:
@@ -144,6 +147,7 @@ class HtmlView(pn.viewable.Viewer):
         return True
 
     def reset(self) -> None:
+        """Forget what is shown, so that the next :meth:`put` redraws."""
         self.key = None
 
     def __panel__(self) -> pn.viewable.Viewable:
@@ -157,6 +161,7 @@ class ConnectionBanner(HtmlView):
     """The hub's connection state: shown while connecting or failed, hidden when ready."""
 
     def update(self, hub: Hub) -> None:
+        """Show the hub's state while it connects or failed; hide once it is ready."""
         if hub.ready:
             self.put(("ready",), "")
             self.pane.visible = False
@@ -264,6 +269,7 @@ class LiveDashboard(pn.viewable.Viewer):
         return feed
 
     def drop(self, name: str) -> None:
+        """Release the feed held under ``name`` (if any)."""
         feed = self._held.pop(name, None)
         if feed is not None:
             feed.release()

@@ -107,6 +107,7 @@ def _stop_child(proc: subprocess.Popen[bytes]) -> None:
 
 
 async def run_demo(args: argparse.Namespace) -> None:
+    """``deribit-kit demo``: run the exchange (or a replay), the broker port and the dashboards until Ctrl-C."""
     from ..broker.port import BrokerServer
     from ..sim import Simulator
 
@@ -216,6 +217,7 @@ async def run_demo(args: argparse.Namespace) -> None:
 
 
 def add_parser(sub: Any) -> None:
+    """Add the ``demo`` command to the ``deribit-kit`` parser."""
     d = sub.add_parser("demo", help="the embedded exchange + broker port + live dashboards (Ctrl-C stops)")
     d.add_argument("--host", default="127.0.0.1")
     d.add_argument("--port", type=int, default=5006, help="dashboards port (0 picks a free one)")
@@ -261,10 +263,12 @@ class DemoProcess:
 
     @property
     def output(self) -> str:
+        """Everything the demo printed so far."""
         return "\n".join(self.lines)
 
     @property
     def pid(self) -> int:
+        """The demo process's pid."""
         assert self.proc is not None
         return self.proc.pid
 
@@ -277,6 +281,7 @@ class DemoProcess:
         return [int(p) for p in text.split()]
 
     def start(self, timeout: float = READY_TIMEOUT) -> DemoProcess:
+        """Run the demo and wait (at most ``timeout`` s) until it says everything is up; raises otherwise."""
         cmd = [self.python, "-m", "deribit_kit.cli", "demo", "--port", str(self.port), *self.extra]
         env = {**os.environ, **(self.env or {}), "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,

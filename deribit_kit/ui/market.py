@@ -24,6 +24,7 @@ MAX_LISTED = 400
 
 
 def kind_of(inst: Instrument) -> str:
+    """The kind an instrument is listed under: ``perpetual``, ``future``, ``option`` or ``spot``."""
     if inst.is_perpetual:
         return "perpetual"
     if inst.kind == "future":
@@ -122,6 +123,7 @@ class Ladder(HtmlView):
     levels = param.Integer(default=10, bounds=(1, 50))
 
     def update(self, feed: MarketFeed) -> bool:
+        """Show the feed's ladder if it changed; True when the widget changed."""
         return self.put(*feed.ladder(self.levels))
 
 
@@ -149,6 +151,7 @@ class DepthChart(pn.viewable.Viewer):
         self.key: Any = None
 
     def update(self, feed: MarketFeed) -> bool:
+        """Show the feed's depth if it changed; True when the chart changed."""
         key, (bids, asks) = feed.depth(self.levels)
         if key == self.key:
             return False
@@ -158,6 +161,7 @@ class DepthChart(pn.viewable.Viewer):
         return True
 
     def reset(self) -> None:
+        """Forget what is shown, so that the next update redraws."""
         self.key = None
 
     def __panel__(self) -> pn.viewable.Viewable:
@@ -218,6 +222,7 @@ class CandleChart(pn.viewable.Viewer):
         return True
 
     def reset(self) -> None:
+        """Forget what is shown (and the window followed), so that the next update redraws."""
         self.key = None
         self._window = None
 
@@ -229,6 +234,7 @@ class TickerStats(HtmlView):
     """Last, mark, index, funding, open interest, 24h volume; IV and greeks for options."""
 
     def update(self, feed: MarketFeed) -> bool:
+        """Show the feed's ticker stats if they changed."""
         return self.put(*feed.ticker_view())
 
 
@@ -238,6 +244,7 @@ class TradesTape(HtmlView):
     rows = param.Integer(default=15, bounds=(1, 30))
 
     def update(self, feed: MarketFeed) -> bool:
+        """Show the feed's recent trades if they changed."""
         return self.put(*feed.trades_view(self.rows))
 
 
@@ -245,6 +252,7 @@ class BookStatus(HtmlView):
     """The book's state from the broker (live / syncing / resyncing / stale) and its counters."""
 
     def update(self, feed: MarketFeed) -> bool:
+        """Show the book's state and counters if they changed."""
         return self.put(*feed.state_view())
 
 
@@ -293,6 +301,7 @@ class MarketDashboard(LiveDashboard):
             self.refresh()
 
     def refresh(self) -> bool:
+        """Copy the instrument list and the held feeds' views into the widgets; True when something changed."""
         hub = self.shared
         self.picker.set_instruments(hub.instruments.values(), hub.instruments_version)
         feed: MarketFeed = self.hold("market", ("market", self.instrument), lambda: hub.market(self.instrument))

@@ -22,6 +22,7 @@ class OptionChainTable(HtmlView):
     """Calls and puts by strike: bid/ask, mark, IV, delta, open interest; the ATM strike marked."""
 
     def update(self, feed: ChainFeed) -> bool:
+        """Show the chain table if it changed."""
         key, view = feed.view()
         return self.put(key, view["html"])
 
@@ -51,6 +52,7 @@ class SmilePlot(pn.viewable.Viewer):
         self.key: Any = None
 
     def update(self, feed: ChainFeed) -> bool:
+        """Show the smile (mark IV, bid/ask IV quotes, the forward) if it changed."""
         view = new_view(self, feed)
         if view is None:
             return False
@@ -65,6 +67,7 @@ class SmilePlot(pn.viewable.Viewer):
         return True
 
     def reset(self) -> None:
+        """Forget what is shown, so that the next update redraws."""
         self.key = None
 
     def __panel__(self) -> pn.viewable.Viewable:
@@ -87,6 +90,7 @@ class TermStructurePlot(pn.viewable.Viewer):
         self.key: Any = None
 
     def update(self, feed: TermFeed) -> bool:
+        """Show the term structure if it changed."""
         if feed.version == self.key:
             return False
         self.key = feed.version
@@ -94,6 +98,7 @@ class TermStructurePlot(pn.viewable.Viewer):
         return True
 
     def reset(self) -> None:
+        """Forget what is shown, so that the next update redraws."""
         self.key = None
 
     def __panel__(self) -> pn.viewable.Viewable:
@@ -153,6 +158,7 @@ class OptionsDashboard(LiveDashboard):
             self.refresh()
 
     def refresh(self) -> bool:
+        """Copy the expiries and the held feeds' views into the widgets; True when something changed."""
         hub = self.shared
         if self._version != hub.instruments_version:
             self._version = hub.instruments_version

@@ -64,12 +64,14 @@ def decimals_for(step: float | None, *, cap: int = 8) -> int:
 
 
 def price_decimals(inst: Instrument | None) -> int:
+    """Decimal places of the instrument's prices (its finest tick); 2 without one."""
     if inst is None:
         return 2
     return decimals_for(min([inst.tick_size, *(s.tick_size for s in inst.tick_size_steps)]))
 
 
 def amount_decimals(inst: Instrument | None) -> int:
+    """Decimal places of the instrument's amounts (its amount step); 4 without one."""
     if inst is None:
         return 4
     return decimals_for(min(inst.min_trade_amount, inst.contract_size) or inst.min_trade_amount)
@@ -111,10 +113,12 @@ def fmt_compact(value: float | None) -> str:
 
 
 def esc(value: Any) -> str:
+    """``value`` escaped for HTML text and attributes."""
     return html.escape(str(value), quote=True)
 
 
 def hhmmss(ts_ms: int | None) -> str:
+    """``HH:MM:SS`` (UTC) of a timestamp in ms; a dash for none."""
     if not ts_ms:
         return DASH
     return datetime.fromtimestamp(ts_ms / 1000, UTC).strftime("%H:%M:%S")
@@ -122,6 +126,7 @@ def hhmmss(ts_ms: int | None) -> str:
 
 # ---------------------------------------------------------------- ladder and depth
 def cumulate(levels: Sequence[Level]) -> list[float]:
+    """Running totals of the levels' amounts (the ladder's cumulative column)."""
     out: list[float] = []
     total = 0.0
     for _, amount in levels:
@@ -293,6 +298,7 @@ def ticker_html(t: Ticker | None, inst: Instrument | None) -> str:
 
 
 def trades_html(trades: Iterable[PublicTrade], inst: Instrument | None, n: int = 15) -> str:
+    """The ``n`` most recent trades as an HTML table (time, side, price, amount)."""
     dp, adp = price_decimals(inst), amount_decimals(inst)
     rows = ['<table class="dk trades"><thead><tr><th class="l">time</th><th class="l">side</th><th>price</th>'
             '<th>amount</th></tr></thead><tbody>']
@@ -324,6 +330,7 @@ def message_html(text: str, kind: str = "info") -> str:
 
 # ---------------------------------------------------------------- options
 def strike_of(name: str) -> float | None:
+    """The strike of an option name (``BTC-27MAR26-100000-C`` -> 100000.0); None for other names."""
     parts = name.split("-")
     if len(parts) == 4:
         try:
@@ -493,6 +500,7 @@ NUMERIC_POSITION_COLUMNS = tuple(POSITION_COLUMNS[1:])
 
 
 def positions_table(positions: Iterable[Position]) -> dict[str, list[Any]]:
+    """The positions as Tabulator columns (one list per column)."""
     cols: dict[str, list[Any]] = {c: [] for c in POSITION_COLUMNS}
     for p in sorted(positions, key=lambda p: p.instrument_name):
         if p.is_flat and not p.realized_profit_loss:

@@ -49,10 +49,12 @@ class StatusLine(HtmlView):
     """One line saying what just happened: ok, refused, or in progress."""
 
     def say(self, text: str, kind: str = "info") -> None:
+        """Show ``text`` (``kind``: ok, err, info or warn), even if it is what is already shown."""
         self.key = None
         self.put((text, kind), render.message_html(text, kind))
 
     def clear(self) -> None:
+        """Show nothing."""
         self.key = None
         self.put(("",), "")
 
@@ -330,6 +332,7 @@ class OpenOrders(pn.viewable.Viewer):
         self.key: Any = None
 
     def update(self, feed: AccountFeed) -> bool:
+        """Show the open orders if they changed."""
         view = new_view(self, feed)
         if view is None:
             return False
@@ -362,6 +365,7 @@ class OpenOrders(pn.viewable.Viewer):
         self.editor.visible = False
 
     async def cancel(self, order_id: str) -> None:
+        """Cancel one order; the status line says how it went."""
         self.status.say(f"Cancelling {order_id}…", "info")
         try:
             o = await self.hub.client_or_raise.cancel(order_id)
@@ -371,6 +375,7 @@ class OpenOrders(pn.viewable.Viewer):
             self.status.say(f"Cancelled {o.order_id} ({o.instrument_name} {o.direction} {o.amount:g})", "ok")
 
     async def apply_edit(self) -> None:
+        """Send the edit being made (new amount and price) of the order in the editor."""
         order_id = self.editing
         if order_id is None:
             return
@@ -407,6 +412,7 @@ class KillSwitch(pn.viewable.Viewer):
         self.status.clear()
 
     async def fire(self) -> None:
+        """Cancel every open order (the kill switch); the status line says how many."""
         self.button.disabled = True
         try:
             n = await self.hub.client_or_raise.cancel_all()
@@ -433,6 +439,7 @@ class PositionsTable(pn.viewable.Viewer):
         self.key: Any = None
 
     def update(self, feed: AccountFeed) -> bool:
+        """Show the positions if they changed."""
         view = new_view(self, feed)
         if view is None:
             return False
@@ -447,6 +454,7 @@ class AccountPanel(HtmlView):
     """Balance, equity, margins, PnL and greeks per currency."""
 
     def update(self, feed: AccountFeed) -> bool:
+        """Show the account summary (or why there is none) if it changed."""
         key, view = feed.view()
         if feed.error:
             return self.put(("error", feed.error), render.message_html(feed.error, "warn"))
@@ -481,6 +489,7 @@ class TradingDashboard(LiveDashboard):
             self.refresh()
 
     def refresh(self) -> bool:
+        """Copy the instrument list and the held feeds' views into the widgets; True when something changed."""
         hub = self.shared
         self.picker.set_instruments(hub.instruments.values(), hub.instruments_version)
         market: MarketFeed = self.hold("market", ("market", self.instrument), lambda: hub.market(self.instrument))
