@@ -40,15 +40,15 @@ import ssl
 import time
 from typing import Any, Literal
 
-from ..errors import error_for_code, invalid_params
+from ..errors import DeribitError, error_for_code, invalid_params
 from ..live.livebook import LiveBook
-from ..transport.endpoint import API_VERSION, WS_PATH, Endpoint, Heartbeat, heartbeat_methods
+from ..transport.endpoint import API_VERSION, WS_PATH, Endpoint, Heartbeat, complete, heartbeat_methods
 from ..transport.server import HttpRequest, HttpResponse, WsConnection, text_frame
 from ..wire import auth as wire_auth
 from ..wire import jsonrpc
 from ..wire.channels import parse_channel
 from ..wire.credits import CreditPools
-from ..wire.rpcserver import MethodTable, RpcServer, Then, channels_param, subscribe_channels
+from ..wire.rpcserver import HTTP_PREFIX, MethodTable, RpcServer, Then, channels_param, http_request, subscribe_channels
 from . import metrics
 from .broker import Broker
 from .consumer import Item
@@ -65,27 +65,21 @@ FORWARDED = frozenset({
 SlowPolicy = Literal["conflate", "disconnect"]
 
 
-class _Client:
-    """One external WebSocket connection: its channels, what it was sent, its queued output. It is
-    also the handler context of its calls (``server``, ``heartbeat``)."""
+class _Caller:
+    """Whoever calls the port's methods, as their handler context: its server, credit pools,
+    channels, whether it signed in, its heartbeat. An HTTP request is one as it is (no connection,
+    no subscriptions; signed in when its ``Authorization`` header carries the broker's token or
+    signature); a WebSocket connection is a :class:`_Client`."""
 
-    __slots__ = ("authed", "conn", "drops", "heartbeat", "lagging", "out", "pools", "sent", "server", "since",
-                 "snapshots", "subs")
+    __slots__ = ("authed", "heartbeat", "pools", "server", "subs")
 
-    def __init__(self, server: BrokerServer, conn: WsConnection, pools: CreditPools) -> None:
+    def __init__(self, server: BrokerServer, pools: CreditPools, authed: bool = False,
+                 heartbeat: Heartbeat | None = None) -> None:
         self.server = server
-        self.conn = conn
         self.pools = pools
+        self.authed = authed
         self.subs: set[str] = set()
-        self.sent: dict[str, int | None] = {}  # book channel -> change_id last sent (None: owes a snapshot)
-        self.out: list[bytes] = []
-        self.lagging = False
-        self.authed = False
-        self.heartbeat = Heartbeat(lambda payload: server._reply(self, payload),
-                                   lambda: conn.close(1000, "heartbeat timeout"))
-        self.drops = 0
-        self.snapshots = 0
-        self.since = time.monotonic()
+        self.heartbeat = heartbeat or Heartbeat(lambda payload: None, lambda: None)
 
     @property
     def credit_pools(self) -> CreditPools:
@@ -94,6 +88,23 @@ class _Client:
     @property
     def min_heartbeat_interval(self) -> int:
         return self.server.min_heartbeat_interval
+
+
+class _Client(_Caller):
+    """One external WebSocket connection: its channels, what it was sent, its queued output."""
+
+    __slots__ = ("conn", "drops", "lagging", "out", "sent", "since", "snapshots")
+
+    def __init__(self, server: BrokerServer, conn: WsConnection, pools: CreditPools) -> None:
+        super().__init__(server, pools, heartbeat=Heartbeat(lambda payload: server._reply(self, payload),
+                                                            lambda: conn.close(1000, "heartbeat timeout")))
+        self.conn = conn
+        self.sent: dict[str, int | None] = {}  # book channel -> change_id last sent (None: owes a snapshot)
+        self.out: list[bytes] = []
+        self.lagging = False
+        self.drops = 0
+        self.snapshots = 0
+        self.since = time.monotonic()
 
 
 class _Topic:
@@ -283,6 +294,7 @@ class BrokerServer(Endpoint):
         self._flush_timed = False  # the scheduled flush waits for flush_interval
         self._tokens: set[str] = set()
         self._replays = wire_auth.ReplayGuard()
+        self._http_pools: dict[str, CreditPools] = {}
         self.stats = {"requests": 0, "errors": 0, "refused": 0, "slow_disconnects": 0, "deliveries": 0}
         self.rpc = RpcServer(METHODS, testnet=testnet, rate_limits=rate_limits, authorize=self._require_auth,
                              fallback=self._fallback, stats=self.stats)
@@ -571,7 +583,57 @@ class BrokerServer(Endpoint):
     async def route_http(self, request: HttpRequest) -> HttpResponse | None:
         if request.path == "/metrics":
             return HttpResponse(200, self.prometheus().encode(), "text/plain; version=0.0.4")
+        if request.path.startswith(HTTP_PREFIX):
+            return await self._rest(request)
         return None
+
+    async def _rest(self, request: HttpRequest) -> HttpResponse:
+        """Deribit's REST surface on the port: ``GET /api/v2/{method}?params`` (answered without an id)
+        and ``POST /api/v2[/{method}]`` with a JSON-RPC body, through the same method table as the
+        WebSocket (subscriptions and heartbeats need a WebSocket: 10030); private calls need the
+        broker's token as a bearer or a ``deri-hmac-sha256`` signature with it."""
+        rpc = self.rpc
+        us_in = jsonrpc.now_us()
+        try:
+            req, with_id = http_request(request.path, request.query, request.body)
+        except DeribitError as exc:
+            return HttpResponse(400, jsonrpc.encode_error(jsonrpc.request_id_of(exc), exc, us_in, rpc.testnet))
+        try:
+            authed = self._http_authed(request)
+        except DeribitError as exc:
+            return HttpResponse(401, jsonrpc.encode_error(req.id, exc, us_in, rpc.testnet, with_id=with_id))
+        pools = self._http_pools.setdefault(request.peer.rsplit(":", 1)[0], CreditPools())
+        caller = _Caller(self, pools, authed)
+        answer = rpc.answer(caller, b"", pools, websocket=False, with_id=with_id, request=req)
+        if answer.pending is not None:
+            await complete(rpc, answer, with_id=with_id)
+        err = answer.error
+        status = 200 if err is None else 401 if err.code == 13009 else 400
+        return HttpResponse(status, answer.payload or b"")
+
+    def _http_authed(self, request: HttpRequest) -> bool:
+        """Whether the request's ``Authorization`` signs it in: ``bearer <access token>`` or
+        ``deri-hmac-sha256`` signed with the broker's token; no header is an anonymous call."""
+        header = request.headers.get("authorization")
+        if not header:
+            return False
+        if self.token is None:
+            raise error_for_code(13009, data={"reason": "private methods are disabled on this broker"})
+        scheme, _, value = header.strip().partition(" ")
+        if scheme.lower() == "bearer":
+            if value.strip() in self._tokens:
+                return True
+            raise error_for_code(13009, data={"reason": "invalid_token"})
+        signed = wire_auth.parse_http_signature_header(header)
+        if signed is None or signed.client_id != self.client_id:
+            raise error_for_code(13009, data={"reason": "invalid authorization header"})
+        data = wire_auth.http_request_data(request.method, request.target, request.body)
+        if not wire_auth.verify(self.token, signed.signature, signed.timestamp, signed.nonce, data):
+            raise error_for_code(13009, data={"reason": "invalid signature"})
+        reason = self._replays.check(self.client_id, signed.timestamp, signed.nonce, signed.signature)
+        if reason is not None:
+            raise error_for_code(13009, data={"reason": reason})
+        return True
 
 
 def _retrieve(task: asyncio.Task[Any]) -> None:

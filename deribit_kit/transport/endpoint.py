@@ -122,6 +122,23 @@ def heartbeat_methods() -> MethodTable:
     return table
 
 
+async def complete(rpc: RpcServer, answer: Answer, *, with_id: bool = True) -> None:
+    """Await a pending answer's coroutine and encode what it gave: its result (a :class:`Then`'s
+    work kept for after the reply), its Deribit error, or 11094 when the link upstream failed."""
+    try:
+        result = await answer.pending
+    except DeribitError as exc:
+        answer.payload, answer.error = rpc.error(answer.request_id, exc, answer.us_in, with_id=with_id), exc
+    except (DeribitKitError, TimeoutError, OSError) as exc:
+        err = error_for_code(11094, data={"reason": f"upstream: {exc}"})
+        answer.payload, answer.error = rpc.error(answer.request_id, err, answer.us_in, with_id=with_id), err
+    else:
+        if type(result) is Then:
+            answer.after, result = result.after, result.result
+        answer.payload = rpc.result(answer.request_id, result, answer.us_in, with_id=with_id)
+    answer.pending = None
+
+
 def not_found_response(path: str) -> HttpResponse:
     return HttpResponse(404, jsonrpc.dumps({"error": f"no endpoint at {path}"}))
 
@@ -233,18 +250,7 @@ class Endpoint:
             answer.after()
 
     async def _finish(self, peer: Any, answer: Answer) -> None:
-        rpc = self.rpc
-        try:
-            result = await answer.pending
-        except DeribitError as exc:
-            answer.payload, answer.error = rpc.error(answer.request_id, exc, answer.us_in), exc
-        except (DeribitKitError, TimeoutError, OSError) as exc:
-            err = error_for_code(11094, data={"reason": f"upstream: {exc}"})
-            answer.payload, answer.error = rpc.error(answer.request_id, err, answer.us_in), err
-        else:
-            if type(result) is Then:
-                answer.after, result = result.after, result.result
-            answer.payload = rpc.result(answer.request_id, result, answer.us_in)
+        await complete(self.rpc, answer)
         if peer.conn is None or peer.conn.closed:
             return
         self.answered(peer, answer)
@@ -266,4 +272,4 @@ class Endpoint:
         return response if response is not None else not_found_response(request.path)
 
 
-__all__ = ["API_VERSION", "WS_PATH", "Endpoint", "Heartbeat", "Peer", "heartbeat_methods", "set_heartbeat"]
+__all__ = ["API_VERSION", "WS_PATH", "Endpoint", "Heartbeat", "Peer", "complete", "heartbeat_methods", "set_heartbeat"]
