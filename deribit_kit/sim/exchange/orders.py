@@ -127,7 +127,7 @@ class SimOrder:
         return self.cost / self.filled
 
     def to_dict(self) -> dict[str, Any]:
-        """The Deribit order object (deribit-api.md 6.2), with the legacy fields ccxt reads."""
+        """The Deribit order object (https://docs.deribit.com), with the legacy fields ccxt reads."""
         inst = self.inst
         spot = inst.kind == "spot"
         market_like = self.price is None

@@ -59,7 +59,7 @@ class Views(Margin):
         return size
 
     def position_view(self, st: AccountState, inst: SimInstrument) -> dict[str, Any]:
-        """A Deribit position object (deribit-api.md 7.1)."""
+        """A Deribit position object (``private/get_positions``: https://docs.deribit.com)."""
         pos = st.positions.get(inst.name) or PositionState(inst)
         size = pos.size
         im, mm = self.position_margins(pos)
