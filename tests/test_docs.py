@@ -39,3 +39,17 @@ def test_the_api_reference_documents_modules_that_exist() -> None:
     for page in sorted((DOCS / "reference").glob("*.md")):
         for mod in re.findall(r"^::: ([\w.]+)$", page.read_text(), flags=re.M):
             assert importlib.util.find_spec(mod) is not None, (page.name, mod)
+
+
+def test_package_readme_and_docs_cite_only_the_repository_and_deribits_documentation() -> None:
+    outside = re.compile(r"\.\./shared|shared/|deribit-api\.md|deribit_api_v2\.json|DESIGN\.md|recipes/")
+    files = [ROOT / "README.md", *sorted((ROOT / "deribit_kit").rglob("*.py")), *sorted(DOCS.glob("*.md")),
+             *sorted((DOCS / "reference").glob("*.md"))]
+    bad = [f"{f.relative_to(ROOT)}:{n}" for f in files for n, line in enumerate(f.read_text().splitlines(), 1)
+           if outside.search(line)]
+    assert not bad, bad
+    pages = [ROOT / "README.md", *DOCS.glob("*.md")]
+    links = {u for f in pages for u in re.findall(r"https?://[^\s)>`\"']+", f.read_text())}
+    foreign = sorted(u for u in links if not re.match(r"https://(docs|www|test)\.deribit\.com", u)
+                     and not u.startswith(("http://127.0.0.1", "http://localhost")))
+    assert not foreign, foreign
