@@ -38,6 +38,7 @@ import logging
 import secrets
 import ssl
 import time
+from collections.abc import Callable
 from typing import Any, Literal
 
 from ..errors import DeribitError, error_for_code, invalid_params
@@ -71,13 +72,14 @@ class _Caller:
     no subscriptions; signed in when its ``Authorization`` header carries the broker's token or
     signature); a WebSocket connection is a :class:`_Client`."""
 
-    __slots__ = ("authed", "heartbeat", "pools", "server", "subs")
+    __slots__ = ("authed", "heartbeat", "pools", "server", "subs", "token")
 
     def __init__(self, server: BrokerServer, pools: CreditPools, authed: bool = False,
                  heartbeat: Heartbeat | None = None) -> None:
         self.server = server
         self.pools = pools
-        self.authed = authed
+        self.authed = authed  # signed by its HTTP Authorization header
+        self.token: str | None = None  # the access token the connection signed in with
         self.subs: set[str] = set()
         self.heartbeat = heartbeat or Heartbeat(lambda payload: None, lambda: None)
 
@@ -246,6 +248,10 @@ def _methods() -> MethodTable:
     def _auth(c: _Client, p: dict[str, Any]) -> Any:
         return c.server._auth(c, p)
 
+    @t.method("private/logout", ws_only=True, raw=True)
+    def _logout(c: _Client, p: dict[str, Any]) -> Any:
+        return c.server._logout(c, p)
+
     @t.method("public/get_order_book", raw=True)
     def _get_order_book(c: _Client, p: dict[str, Any]) -> Any:
         book = c.server._local_book(p)
@@ -276,7 +282,8 @@ class BrokerServer(Endpoint):
                  client_id: str = "deribit-kit-broker", max_connections: int = 1000,
                  max_channels: int = 1000, max_buffer: int = 4 * 1024 * 1024, slow_policy: SlowPolicy = "conflate",
                  rate_limits: bool = True, min_heartbeat_interval: int = 10, testnet: bool = True,
-                 flush_interval: float = 0.002) -> None:
+                 flush_interval: float = 0.002, token_ttl: float = 900.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(host, port, ssl_context, ws_path=WS_PATH)
         self.broker = broker
         self.token = token
@@ -292,7 +299,10 @@ class BrokerServer(Endpoint):
         self._dirty: list[_Client] = []
         self._flush_handle: asyncio.Handle | None = None
         self._flush_timed = False  # the scheduled flush waits for flush_interval
-        self._tokens: set[str] = set()
+        self.token_ttl = token_ttl
+        self.clock = clock
+        self._access: dict[str, float] = {}  # access token -> when it expires (clock)
+        self._refresh: dict[str, str] = {}  # refresh token -> its access token
         self._replays = wire_auth.ReplayGuard()
         self._http_pools: dict[str, CreditPools] = {}
         self.stats = {"requests": 0, "errors": 0, "refused": 0, "slow_disconnects": 0, "deliveries": 0}
@@ -421,12 +431,24 @@ class BrokerServer(Endpoint):
         self._require_auth(c, p)
         return self._forward(name, p)
 
-    def _authed(self, c: _Client, p: dict[str, Any]) -> bool:
-        """The connection signed in, or the call carries one of the broker's tokens."""
+    def _authed(self, c: _Caller, p: dict[str, Any]) -> bool:
+        """The call carries one of the broker's live tokens, or its connection signed in with one
+        (or its HTTP request was signed)."""
         tok = p.get("access_token")
-        return c.authed or (isinstance(tok, str) and tok in self._tokens)
+        return c.authed or self._live(tok) or self._live(c.token)
 
-    def _require_auth(self, c: _Client, p: dict[str, Any]) -> None:
+    def _live(self, token: Any) -> bool:
+        if not isinstance(token, str):
+            return False
+        expires = self._access.get(token)
+        if expires is None:
+            return False
+        if expires <= self.clock():
+            del self._access[token]
+            return False
+        return True
+
+    def _require_auth(self, c: _Caller, p: dict[str, Any]) -> None:
         if self.token is None:
             raise error_for_code(13009, data={"reason": "private methods are disabled on this broker"})
         if not self._authed(c, p):
@@ -442,16 +464,36 @@ class BrokerServer(Endpoint):
         elif grant == "client_signature":
             ok = p.get("client_id") == self.client_id and self._signature_ok(p, self.token)
         elif grant == "refresh_token":
-            ok = p.get("refresh_token") in self._tokens
+            old = self._refresh.pop(str(p.get("refresh_token")), None)
+            if old is not None:
+                self._access.pop(old, None)
+            ok = old is not None
         else:
             raise invalid_params("grant_type", "must be client_credentials, client_signature or refresh_token")
         if not ok:
             raise error_for_code(13004, data={"reason": "invalid_credentials"})
         access, refresh = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
-        self._tokens.update((access, refresh))
-        c.authed = True
-        return {"access_token": access, "refresh_token": refresh, "expires_in": 31536000, "scope": "connection",
-                "token_type": "bearer", "enabled_features": []}
+        self._access[access] = self.clock() + self.token_ttl
+        self._refresh[refresh] = access
+        c.token = access
+        return {"access_token": access, "refresh_token": refresh, "expires_in": int(self.token_ttl),
+                "scope": "connection", "token_type": "bearer", "enabled_features": []}
+
+    def _logout(self, c: _Client, p: dict[str, Any]) -> Any:
+        """``private/logout``: the connection's token is revoked (unless ``invalidate_token`` is false)
+        and the connection closes after the answer; never forwarded (it is the broker's session
+        upstream)."""
+        if p.get("invalidate_token", True) not in (False, "false") and c.token is not None:
+            self._access.pop(c.token, None)
+            self._refresh = {r: a for r, a in self._refresh.items() if a != c.token}
+        c.token = None
+        return Then("ok", lambda: self._close_after_queued(c, "logout"))
+
+    def _close_after_queued(self, c: _Client, reason: str) -> None:
+        """Write what is queued for ``c`` (its last answer among it), then close the connection."""
+        if c.out:
+            self._flush()
+        c.conn.close(1000, reason)
 
     def _signature_ok(self, p: dict[str, Any], secret: str) -> bool:
         """Deribit's ``client_signature`` grant: HMAC-SHA256 of ``timestamp\\nnonce\\ndata`` with the
@@ -621,7 +663,7 @@ class BrokerServer(Endpoint):
             raise error_for_code(13009, data={"reason": "private methods are disabled on this broker"})
         scheme, _, value = header.strip().partition(" ")
         if scheme.lower() == "bearer":
-            if value.strip() in self._tokens:
+            if self._live(value.strip()):
                 return True
             raise error_for_code(13009, data={"reason": "invalid_token"})
         signed = wire_auth.parse_http_signature_header(header)

@@ -145,3 +145,47 @@ async def test_raw_channels_through_an_unauthenticated_upstream_are_13778(sim: S
     finally:
         await broker.close()
         await dk.close()
+
+
+# ---------------------------------------------------------------- logout and expiry
+
+
+async def test_logout_revokes_the_token_and_closes_never_the_upstream(sim: Simulator, port: BrokerServer) -> None:
+    p = await connect_peer(port.ws_url)
+    token = (await p.result("public/auth", signature_params(CLIENT_ID, TOKEN)))["access_token"]
+    assert await p.result("private/logout") == "ok"
+    await p.ws.wait_closed()
+    assert port.broker.upstream.state == "open"  # the broker's own session upstream is untouched
+    other = await connect_peer(port.ws_url)
+    try:
+        reply = await other.call("private/get_positions", {"currency": "BTC", "access_token": token})
+        assert reply["error"]["code"] == 13009
+    finally:
+        await other.close()
+
+
+async def test_tokens_expire_and_refresh(sim: Simulator) -> None:
+    now = [1000.0]
+    dk = await Deribit.connect(sim.ws_url, client_id=DEMO_CLIENT_ID, client_secret=DEMO_CLIENT_SECRET)
+    broker = Broker(dk)
+    try:
+        async with BrokerServer(broker, token=TOKEN, client_id=CLIENT_ID, token_ttl=60,
+                                clock=lambda: now[0]) as srv:
+            p = await connect_peer(srv.ws_url)
+            try:
+                auth = await p.result("public/auth", signature_params(CLIENT_ID, TOKEN))
+                assert auth["expires_in"] == 60
+                assert isinstance(await p.result("private/get_positions", {"currency": "BTC"}), list)
+                now[0] += 61
+                assert (await p.call("private/get_positions", {"currency": "BTC"}))["error"]["code"] == 13009
+                again = await p.result("public/auth", {"grant_type": "refresh_token",
+                                                       "refresh_token": auth["refresh_token"]})
+                assert isinstance(await p.result("private/get_positions", {"currency": "BTC"}), list)
+                reuse = await p.call("public/auth", {"grant_type": "refresh_token",
+                                                     "refresh_token": auth["refresh_token"]})
+                assert reuse["error"]["code"] == 13004 and again["access_token"] != auth["access_token"]
+            finally:
+                await p.close()
+    finally:
+        await broker.close()
+        await dk.close()
