@@ -10,6 +10,9 @@ below produces one or more calls; each reply is checked over WebSocket:
 * that the result carries no field the spec does not define (typos, invented names), except the
   legacy fields deribit-api.md documents.
 
+The broker's port answers the public methods it serves (its own or forwarded) through the same
+checks (:func:`test_port_result_conforms`).
+
 Every implemented public channel's notification ``data`` is checked against
 ``components['x-subscriptions'][template]['notifications']['schema']``, and every declared
 ``Method.params`` name against the spec's parameters of that path.
@@ -42,6 +45,10 @@ from jsonschema import Draft7Validator, ValidationError
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7
 
+from deribit_kit import Deribit
+from deribit_kit.broker import Broker
+from deribit_kit.broker.port import METHODS as PORT_TABLE
+from deribit_kit.broker.port import BrokerServer
 from deribit_kit.sim import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, Simulator
 from deribit_kit.sim.rpc import METHODS
 
@@ -639,7 +646,12 @@ def test_declared_params_exist_in_spec(name: str) -> None:
 ])
 @module_loop
 async def test_method_result_conforms(name: str, quiet: Simulator, qpeer: RawPeer) -> None:
-    sim, peer = quiet, qpeer
+    await _check_method(name, quiet, qpeer, quiet.testnet)
+
+
+async def _check_method(name: str, sim: Simulator, peer: RawPeer, testnet: bool) -> None:
+    """Call ``name`` as its recipe says on ``peer`` (the exchange, or the port in front of it) and
+    check every reply against the spec."""
     spec()
     recipe = RECIPES.get(name)
     if recipe is None:
@@ -657,7 +669,7 @@ async def test_method_result_conforms(name: str, quiet: Simulator, qpeer: RawPee
         peer.replies[request_id] = fut
         await peer.ws.send(json.dumps({"jsonrpc": "2.0", "id": request_id, "method": name, "params": params}))
         reply = await asyncio.wait_for(fut, 5.0)
-        check_envelope(reply, request_id, sim.testnet)
+        check_envelope(reply, request_id, testnet)
         assert "result" in reply, f"{name}({params}) -> {reply.get('error')}"
         if pointer is None:
             assert name in CLOSES_CONNECTION, f"the spec has no result schema for {name}"
@@ -669,6 +681,37 @@ async def test_method_result_conforms(name: str, quiet: Simulator, qpeer: RawPee
         assert not errors, f"{name}({params}) result violates the spec:\n" + "\n".join(errors[:20])
         extra = extra_fields(pointer, result, name)
         assert not extra, f"{name}({params}) result has fields the spec does not define: {extra}"
+
+
+# ---------------------------------------------------------------- tests: the broker's port
+
+PORT_METHODS = sorted(m for m in PORT_TABLE if m in RECIPES and not PORT_TABLE[m].ws_only and not
+                      PORT_TABLE[m].private and m != "public/auth")
+"""The public methods the broker's port answers itself or forwards: the same spec checks as the exchange's."""
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def qport(quiet: Simulator) -> AsyncIterator[BrokerServer]:
+    dk = await Deribit.connect(quiet.ws_url, client_id=DEMO_CLIENT_ID, client_secret=DEMO_CLIENT_SECRET)
+    broker = Broker(dk)
+    async with BrokerServer(broker, rate_limits=False) as srv:
+        yield srv
+    await broker.close()
+    await dk.close()
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(m, marks=pytest.mark.xfail(reason=KNOWN_GAPS[m], strict=True)) if m in KNOWN_GAPS else m
+    for m in PORT_METHODS
+])
+@module_loop
+async def test_port_result_conforms(name: str, quiet: Simulator, qport: BrokerServer) -> None:
+    assert len(PORT_METHODS) >= 12
+    peer = await connect_peer(qport.ws_url)
+    try:
+        await _check_method(name, quiet, peer, qport.testnet)
+    finally:
+        await peer.close()
 
 
 # ---------------------------------------------------------------- tests: channels
