@@ -104,6 +104,13 @@ async def _portfolio(dk: Deribit) -> None:
     await portfolio.close()
 
 
+async def _candles(dk: Deribit) -> None:
+    await dk.candles("BTC-PERPETUAL", "60")
+    if dk.client is not None and isinstance(dk.client.transport, WsTransport):  # live candles stream
+        live = await dk.candles("ETH-PERPETUAL", "1D", live=True)  # the history call and chart.trades
+        await live.close()
+
+
 # public methods that call the API -> how the test calls them (the ``sent`` params are recorded)
 DRIVERS: dict[str, Callable[[Deribit], Awaitable[Any]]] = {
     "authenticate": lambda dk: dk.authenticate(),
@@ -117,6 +124,7 @@ DRIVERS: dict[str, Callable[[Deribit], Awaitable[Any]]] = {
     "ticker": lambda dk: dk.ticker("ETH-PERPETUAL"),
     "index_price": lambda dk: dk.index_price("btc_usd"),
     "trades": lambda dk: dk.trades("BTC-PERPETUAL", count=5, sorting="asc"),
+    "candles": _candles,
     "book_summary": lambda dk: dk.book_summary("ETH", "future"),
     "subscribe": _subscribe_cycle,
     "buy": _buy,
@@ -193,7 +201,11 @@ def problems(sent: Sent) -> list[str]:
             kinds = JSON_TYPES.get(schema.get("type", ""), ())
             if kinds and (not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds)):
                 out.append(f"{method}: {name}={value!r} is not of type {schema['type']}")
-            if "enum" in schema and value not in schema["enum"]:
+            # the description types resolution as a string but lists its minutes as integers
+            enum = schema.get("enum")
+            if enum is not None and schema.get("type") == "string":
+                enum = [str(v) for v in enum]
+            if enum is not None and (str(value) if schema.get("type") == "string" else value) not in enum:
                 out.append(f"{method}: {name}={value!r} is not one of {schema['enum']}")
             if name == "channels":
                 out += [f"{method}: channel {ch!r} is not documented" for ch in value
