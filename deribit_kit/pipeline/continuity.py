@@ -10,8 +10,10 @@ tested here without Kafka and hold for any reader:
   newer is a duplicate (``DUPLICATE``, as after a consumer-group rebalance or a re-read); any other
   change breaks the chain (``BREAK``: forwarded once, so the book counts the gap itself, then
   ``resyncing``) and changes are dropped (``DROP``) until the next snapshot;
-* a snapshot is forwarded when the book needs one; a live book that already holds its
-  ``change_id`` skips it (``REDUNDANT``: the sink's periodic snapshots), an older one is a duplicate;
+* the exchange's own snapshots are forwarded as they come (the live book took each one); a snapshot
+  the sink built (``"by":"sink"``: on join, periodic, after a gap) or one read again is forwarded when
+  the book needs one: a live book that already holds its ``change_id`` skips it (``REDUNDANT``), an
+  older one is a duplicate;
 * markers: ``resync``, ``gap`` and ``epoch_end`` make a live book resyncing (``INTERRUPT``: the
   source tells the broker, which marks the book and asks for a resync).
 """
@@ -62,9 +64,12 @@ class BookContinuity:
         self.counts[verdict] = self.counts.get(verdict, 0) + 1
         return verdict
 
-    def snapshot(self, data: Any, epoch: int) -> str:
+    def snapshot(self, data: Any, epoch: int, exchange: bool = False) -> str:
+        """``exchange``: the exchange's own snapshot read in order (a subscribe, a resync, a
+        reconnect): the live book took it, so this one does too. A snapshot the sink built, or one
+        read again, serves only a book that needs it."""
         cid = data["change_id"]
-        if self.state == LIVE and self.epoch == epoch and self.change_id is not None:
+        if not exchange and self.state == LIVE and self.epoch == epoch and self.change_id is not None:
             if cid == self.change_id:
                 return self._count(REDUNDANT)
             if cid < self.change_id:

@@ -22,6 +22,8 @@ depend on the order)::
   a reader that sees ``s`` jump knows messages of that partition were lost (say, a cluster that
   came back empty), a repeated ``s`` is a duplicate.
 * ``ch`` the Deribit channel; ``d`` its ``data`` exactly as the exchange sent it.
+* ``by``: ``"sink"`` on a snapshot the sink built from its book (when a channel joins, every N
+  changes or T seconds, after a gap); the exchange's own snapshots have no ``by``.
 
 Topics, all named from one prefix (``deribit`` by default): ``{prefix}.book`` (``book.*`` changes,
 snapshots and markers), ``{prefix}.trades``, ``{prefix}.ticker``, ``{prefix}.price_index``, ... (one

@@ -70,6 +70,7 @@ log = logging.getLogger("deribit_kit.sinks.kafka")
 
 KINDS = ("future", "option", "spot")
 COMPRESSIONS = ("snappy", "zstd", "lz4", "gzip", "none")
+SINK_SNAPSHOT = {"by": "sink"}  # a snapshot the sink built from the broker's book (not the exchange's)
 
 
 class _Chan:
@@ -287,7 +288,8 @@ class KafkaSink:
         if data is None:
             return False
         seq = self._seq[st.pkey] + 1
-        value = schema.envelope("snapshot", time.time_ns(), self._epoch, self.sid, seq, st.name, orjson.dumps(data))
+        value = schema.envelope("snapshot", time.time_ns(), self._epoch, self.sid, seq, st.name, orjson.dumps(data),
+                                SINK_SNAPSHOT)
         if self._send(st, value, seq, True):
             self.snapshots += 1
             st.since_snap = 0
@@ -316,8 +318,11 @@ class KafkaSink:
         ext = b',"src":[%d,%d]}' % (msg.partition() or 0, msg.offset() or 0)
         topic = self.topics["snapshots"]
         nparts = self._nparts.get(topic) or self.partitions
+        copy = value[:-1] + ext
         with contextlib.suppress(BufferError, KafkaException):  # the next snapshot replaces it anyway
-            self._producer.produce(topic, value[:-1] + ext, key, partition_for(key, nparts))
+            self._producer.produce(topic, copy, key, partition_for(key, nparts))
+            self.produced += 1
+            self.produced_bytes += len(copy)
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is None:
@@ -529,6 +534,9 @@ class KafkaSink:
             p.produce(topic, value, kb, part)
         except (BufferError, KafkaException) as exc:
             self._count_error("meta_" + type(exc).__name__)
+        else:
+            self.produced += 1
+            self.produced_bytes += len(value)
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> KafkaSink:

@@ -54,7 +54,7 @@ from ..models import Instrument
 from ..pipeline import continuity as cont
 from ..pipeline import schema
 from ..pipeline.murmur2 import partition_for
-from ..transport.kafka import KafkaUnavailable, pipeline_topics
+from ..transport.kafka import KafkaUnavailable, ensure_topics, pipeline_topics
 from ..wire.channels import ChannelError, parse_channel
 from .protocol import Sink
 
@@ -203,13 +203,16 @@ class KafkaSource:
         return accepted
 
     def _catch_up(self, ch: str) -> None:
-        """Seek the book's partition back to its latest snapshot (the worker does it before its next poll)."""
+        """Seek the book's partition back to its latest snapshot (the worker does it before its next poll).
+        Only for a book that never synced: one that broke waits for the next snapshot in order (an older
+        one read again would take it back in time)."""
         found = self._snaps.get(schema.channel_key(ch))
         if found is None or found[0] != ch:
             return  # no snapshot on the topic yet: the next one serves it
         _, part, offset = found
         self._seeks.append((part, offset, ch))
         self.catch_ups += 1
+        log.debug("kafka source %s: %s catches up from offset %d of partition %d", self.name, ch, offset, part)
 
     async def unsubscribe(self, channels: list[str]) -> None:
         for ch in channels:
@@ -227,6 +230,8 @@ class KafkaSource:
             sub = self._subs.get(ch)
             if sub is None or sub.chain is None:
                 continue
+            log.debug("kafka source %s: the broker asks a resync of %s (expected: %s)", self.name, ch,
+                      sub.expect_resync)
             if sub.expect_resync:
                 sub.expect_resync = False
             else:
@@ -319,6 +324,12 @@ class KafkaSource:
         loop = asyncio.get_running_loop()
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="deribit-kit-kafka-source")
         conf = {**self.config, "error_cb": self._on_error_threaded, "stats_cb": self._on_stats}
+        try:  # the topics exist from now on, so this source may start before the sink
+            await loop.run_in_executor(self._pool, lambda: ensure_topics(self.bootstrap, self.prefix,
+                                                                        timeout=self.bootstrap_timeout))
+        except KafkaUnavailable:
+            self._state = "closed"
+            raise
         try:
             self._consumer = Consumer(conf)
             await loop.run_in_executor(self._pool, self._assign)
@@ -455,7 +466,7 @@ class KafkaSource:
                 self._clock_ms = ts
             if rep is not None:  # replaying this partition for the books catching up, only them
                 if env.channel in rep[1]:
-                    self._book(env, self._subs.get(env.channel))
+                    self._book(env, self._subs.get(env.channel), replay=True)
                 continue
             missed = 0
             if (topic, part) not in self._compacted:  # compaction leaves holes there, and copies keep their numbers
@@ -478,8 +489,8 @@ class KafkaSource:
                 if isinstance(src, list) and len(src) == 2 and all(type(x) is int for x in src):
                     self._snaps[schema.channel_key(env.channel)] = (env.channel, src[0], src[1])
                     sub = self._subs.get(env.channel)
-                    if sub is not None and sub.chain is not None and sub.chain.state != cont.LIVE:
-                        self._catch_up(env.channel)  # a book still waiting: this snapshot serves it
+                    if sub is not None and sub.chain is not None and sub.chain.change_id is None:
+                        self._catch_up(env.channel)  # a book that never synced: this snapshot serves it
             elif topic == self.topics["instruments"]:
                 self._instrument(env, topic, part, offset)
             elif topic == self.topics["channels"]:
@@ -488,7 +499,7 @@ class KafkaSource:
             else:
                 self._other(env)
 
-    def _book(self, env: schema.Envelope, sub: _Sub | None) -> None:
+    def _book(self, env: schema.Envelope, sub: _Sub | None, replay: bool = False) -> None:
         if sub is None or sub.chain is None:
             return
         chain = sub.chain
@@ -496,7 +507,7 @@ class KafkaSource:
         if kind == "change":
             verdict = chain.change(env.data, env.epoch)
         elif kind == "snapshot":
-            verdict = chain.snapshot(env.data, env.epoch)
+            verdict = chain.snapshot(env.data, env.epoch, exchange=not replay and env.extra.get("by") != "sink")
         elif kind == "resync":  # the sink's book broke on data this book gets too: it breaks here by itself
             return
         elif kind in schema.MARKERS:
@@ -521,6 +532,8 @@ class KafkaSource:
             if verdict == cont.BREAK:
                 self.breaks += 1
                 sub.expect_resync = True
+                log.debug("kafka source %s: %s chain broken at change %s (prev %s, seq %s)", self.name, sub.name,
+                          env.data.get("change_id"), env.data.get("prev_change_id"), env.seq)
             self._forward(env)
 
     def _forward(self, env: schema.Envelope) -> None:

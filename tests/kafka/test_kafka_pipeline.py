@@ -112,9 +112,10 @@ def read_topic(bootstrap: str, topic: str, partitions: int = 4) -> list[tuple[in
 
 async def test_books_served_from_kafka_equal_the_exchange(kafka: LocalKafka, prefix: str, sim: Simulator,
                                                          dk: Deribit) -> None:
+    remote = Remote(kafka.bootstrap, prefix)  # the reader starts first: it creates the topics, the sink follows
+    await remote.source.start()
     sink = await KafkaSink(dk.broker, kafka.bootstrap, prefix=prefix, channels=[BOOK, f"book.{ETH}.100ms",
                            f"ticker.{BTC}.100ms"], linger_ms=5).start()
-    remote = Remote(kafka.bootstrap, prefix)
     try:
         btc, eth = await remote.book(BTC), await remote.book(ETH)
         local = dk.broker.books[BTC]

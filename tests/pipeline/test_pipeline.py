@@ -130,3 +130,12 @@ def test_the_partition_sequence() -> None:
     assert seq.see("a", 6) == -1 and seq.duplicates == 1
     assert seq.see("a", 10) == 3 and seq.lost == 3
     assert seq.see("b", 1) == 0  # a new sink run numbers from 1 again
+
+
+def test_the_exchanges_snapshots_are_taken_as_they_come() -> None:
+    """The live book takes every snapshot the exchange sends (a resync's, a reconnect's), even one at
+    the change_id it holds; the sink's own snapshots and ones read again only serve a book in need."""
+    b = cont.BookContinuity()
+    assert b.snapshot(snapshot(7), 1, exchange=True) == cont.FORWARD
+    assert b.snapshot(snapshot(7), 1) == cont.REDUNDANT
+    assert b.snapshot(snapshot(7), 1, exchange=True) == cont.FORWARD
