@@ -10,8 +10,9 @@
 * Each channel an external client asks for is one :class:`_Topic`: one broker consumer (callback,
   so delivery is a direct call) and, for books, one hold on the broker's live book
   (:meth:`Broker.hold_book`), whatever the number of external subscribers.
-* Notifications are encoded and framed once (``text_frame(encode_notification(...))``) and the same
-  bytes are queued to every subscriber; each client's queue is written in one ``write`` at the end
+* Notifications are framed once and the same bytes are queued to every subscriber: the upstream's
+  frame as it arrived (no re-encoding: the client's view of the channel is the upstream's), or,
+  without one, encoded once here; each client's queue is written in one ``write`` at the end
   of the event-loop turn. Interval channels (``100ms``, ``agg2``: Deribit batches them itself) may
   wait ``flush_interval`` (2 ms) so that several go out in one write: under load that halves the
   socket writes, the port's main cost. Replies, raw channels and channels without an interval are
@@ -168,7 +169,9 @@ class _Topic:
         self.messages += 1
         srv = self.server
         if not self.is_book or not isinstance(data, dict):
-            frame = text_frame(jsonrpc.encode_notification(self.name, data))
+            if not self.ready:
+                return
+            frame = text_frame(_payload(item, self.name, data))
             for c in self.ready:
                 if c.lagging and not srv._drained(c):
                     c.drops += 1
@@ -184,7 +187,7 @@ class _Topic:
         cid = data.get("change_id")
         prev = data.get("prev_change_id")
         name = self.name
-        shared = text_frame(jsonrpc.encode_notification(name, data))
+        shared = text_frame(_payload(item, name, data))
         dirty = srv._dirty
         for c in self.ready:  # per client per message: kept to dict and list operations
             if c.lagging and not srv._drained(c):
@@ -204,6 +207,17 @@ class _Topic:
                 self.send_snapshot(c)  # late, lagging or resumed: a fresh snapshot, never a broken chain
         if dirty:
             srv._schedule_flush(self.soon)
+
+
+def _payload(item: Item, channel: str, data: Any) -> bytes:
+    """The notification's bytes for the port's clients: the upstream frame as it arrived when there
+    is one (the client's view is the upstream's: same channel, same data), else encoded once here."""
+    raw = getattr(item, "raw", None)
+    if type(raw) is bytes:
+        return raw
+    if type(raw) is str:
+        return raw.encode()
+    return jsonrpc.encode_notification(channel, data)
 
 
 def _methods() -> MethodTable:
