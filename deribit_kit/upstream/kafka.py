@@ -40,6 +40,7 @@ import contextlib
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -126,7 +127,8 @@ class KafkaSource:
         self._tickers: dict[str, Any] = {}
         self._index: dict[str, float] = {}
         self._replay: dict[int, tuple[int, set[str]]] = {}  # book partition -> (until offset, catching channels)
-        self._seeks: list[tuple[int, int, str]] = []  # (partition, offset, channel) for the worker
+        self._seeks: deque[tuple[int, int, str]] = deque()  # (partition, offset, channel) for the worker
+        self._sought: dict[int, int] = {}  # book partition -> where a seek put it before anything was read
         self._eof: set[tuple[str, int]] = set()
         self._compacted: set[tuple[str, int]] = set()
         self._bootstrapped = asyncio.Event()
@@ -376,21 +378,36 @@ class KafkaSource:
         if self._recheck:
             self._recheck = False
             self._reread_restarted(c)
-        seeks, self._seeks = self._seeks, []
+        wanted: dict[int, tuple[int, set[str]]] = {}
+        while self._seeks:  # appended on the loop, taken here (deque operations are atomic)
+            part, offset, ch = self._seeks.popleft()
+            low, chans = wanted.get(part, (offset, set()))
+            wanted[part] = (min(low, offset), chans | {ch})
         book = self.topics["book"]
-        for part, offset, ch in seeks:
+        for part, (offset, chans) in wanted.items():
             pos = c.position([TopicPartition(book, part)])[0].offset
-            rep = self._replay.get(part)
-            until = pos if pos >= 0 else None
-            if rep is not None:
-                until = max(rep[0], until or 0)
-            target = offset if pos < 0 or offset < pos else None
-            if target is None:
-                continue  # the snapshot is ahead of the position: it will be read in order
-            chans = (rep[1] if rep is not None else set()) | {ch}
-            if until is not None:
-                self._replay[part] = (until, chans)
-            c.seek(TopicPartition(book, part, target))
+            replay = None
+            if pos < 0:  # nothing read here yet: every message from the offset on is new to everyone
+                earlier = self._sought.get(part)
+                target = offset if earlier is None else min(offset, earlier)
+            else:
+                if offset >= pos:
+                    continue  # the snapshot is ahead of the position: it will be read in order
+                rep = self._replay.get(part)
+                replay = (pos if rep is None else max(rep[0], pos), chans | (rep[1] if rep is not None else set()))
+                target = offset
+            try:
+                c.seek(TopicPartition(book, part, target))
+            except KafkaException as exc:  # the partition's fetch has not started yet: again next time
+                log.debug("kafka source %s: seek of %s [%d] deferred (%s)", self.name, book, part, exc)
+                for ch in chans:
+                    self._seeks.append((part, offset, ch))
+                continue
+            if replay is None:
+                self._sought[part] = target
+            else:
+                self._sought.pop(part, None)
+                self._replay[part] = replay
         first = c.poll(0.05)
         if first is None:
             return []

@@ -140,17 +140,19 @@ async def test_books_served_from_kafka_equal_the_exchange(kafka: LocalKafka, pre
 
 async def test_a_late_reader_bootstraps_from_the_snapshots_topic(kafka: LocalKafka, prefix: str, sim: Simulator,
                                                                 dk: Deribit) -> None:
-    sink = await KafkaSink(dk.broker, kafka.bootstrap, prefix=prefix, channels=[BOOK], linger_ms=5,
-                           snapshot_every=25).start()
+    futures = [i.instrument_name for i in await dk.instruments("BTC", "future")]
+    sink = await KafkaSink(dk.broker, kafka.bootstrap, prefix=prefix, channels=[f"book.{n}.100ms" for n in futures],
+                           linger_ms=5, snapshot_every=25).start()
     try:
         local = await dk.broker.book(BTC)
-        await until(lambda: local.book.changes >= 60 and sink.snapshots >= 2)
+        await until(lambda: local.book.changes >= 60 and sink.snapshots >= 2 * len(futures))
         remote = Remote(kafka.bootstrap, prefix)  # joins long after the start, from the end of the book topic
         try:
-            book = await remote.book()
-            assert remote.source.catch_ups == 1  # sought back to its latest snapshot, not to offset 0
+            books = await asyncio.gather(*(remote.book(n) for n in futures))  # several books of a partition at once
+            assert remote.source.catch_ups == len(futures)  # each sought back to its latest snapshot, not offset 0
             assert remote.source.messages < sink.delivered
-            assert book.book.snapshots == 1 and book.book.gaps == 0
+            assert all(b.book.snapshots == 1 and b.book.gaps == 0 for b in books)
+            book = books[futures.index(BTC)]
             await assert_equal_after_halt(sim, dk, book)
         finally:
             await remote.close()
