@@ -29,7 +29,7 @@ from ..transport.server import HttpRequest, HttpResponse, WsConnection, text_fra
 from ..wire import jsonrpc
 from ..wire.credits import CreditPools
 from ..wire.rpcserver import Answer, RpcServer, http_request
-from .exchange import Account, AccountState, Exchange, Market, StepResult
+from .exchange import Account, Accounts, AccountState, Exchange, Market, StepResult
 from .pubsub import PubSub
 from .rpc import METHODS, Context
 
@@ -215,7 +215,7 @@ class Simulator(Endpoint):
         return self.exchange.market
 
     @property
-    def accounts(self) -> Any:
+    def accounts(self) -> Accounts:
         return self.exchange.accounts
 
     @property

@@ -11,6 +11,7 @@ import ccxt.pro as ccxt_pro
 import httpx
 import orjson
 import pytest
+from conftest import connect_peer
 
 from deribit_kit import Deribit
 from deribit_kit.broker import Broker
@@ -101,3 +102,24 @@ async def test_ccxt_with_both_urls_at_the_port(port: BrokerServer) -> None:
         assert book["bids"] and book["asks"] and book["bids"][0][0] < book["asks"][0][0]
     finally:
         await ex.close()
+
+
+async def test_one_base_url_for_rest_and_a_raw_book(port: BrokerServer, http: httpx.AsyncClient) -> None:
+    """A client with its REST base URL and its WebSocket URL both at the port: it lists instruments
+    over REST, signs in over REST, and keeps a raw book over the WebSocket whose chain never breaks."""
+    insts = (await http.get("/api/v2/public/get_instruments", params={"currency": "BTC"})).json()["result"]
+    assert PERP in {i["instrument_name"] for i in insts}
+    auth = (await http.get("/api/v2/public/auth", params={"grant_type": "client_credentials", "client_id": CLIENT_ID,
+                                                         "client_secret": TOKEN})).json()["result"]
+    peer = await connect_peer(port.ws_url)
+    try:
+        chan = f"book.{PERP}.raw"
+        got = await peer.result("public/subscribe", {"channels": [chan], "access_token": auth["access_token"]})
+        assert got == [chan]
+        last = None
+        for _ in range(25):
+            data = (await peer.next_notification(chan))["data"]
+            assert (data["type"] == "snapshot") if last is None else (data["prev_change_id"] == last)
+            last = data["change_id"]
+    finally:
+        await peer.close()
