@@ -12,7 +12,8 @@
   snapshot in between);
 * :func:`expect`, :func:`wait_until` - bounded waits (an event's next emission, a condition that
   no event announces);
-* :class:`Figures` - prints ``name  value  (target ...)`` lines and tells which targets were missed.
+* :class:`Figures` - prints ``name  value  (target ...)`` lines and tells which targets were missed;
+  :class:`Outcome` - the first problems and the unhandled exceptions every result keeps.
 
 Everything talks to 127.0.0.1 only.
 """
@@ -429,6 +430,31 @@ class Chain:
 
 
 # ---------------------------------------------------------------- printing
+
+
+@dataclass
+class Outcome:
+    """What every campaign's result keeps beside its own figures: the first problems seen, and the
+    unhandled exceptions and kit ERROR log records of the process under test."""
+
+    examples: list[str] = field(default_factory=list)
+    unhandled: Counter[str] = field(default_factory=Counter)
+    logged_errors: Counter[str] = field(default_factory=Counter)
+
+    def example(self, text: str) -> None:
+        """Keep ``text`` among the first 50 problems."""
+        if len(self.examples) < 50:
+            self.examples.append(text)
+
+    def problem_lines(self, where: str = "", shown: int = 12) -> list[str]:
+        """Report lines: unhandled exceptions and ERROR records by kind, then the first problems."""
+        tag = f" ({where})" if where else ""
+        out = counter_lines(f"unhandled exceptions{tag}", self.unhandled)
+        out += counter_lines(f"kit ERROR log records{tag}", self.logged_errors)
+        if self.examples:
+            out.append("  first problems:")
+            out += [f"    {e}" for e in self.examples[:shown]]
+        return out
 
 
 @dataclass

@@ -37,7 +37,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 import websockets
-from harness import Figures, Peer, PeerClosed, PeerError, Problems, counter_lines, expect
+from harness import Figures, Outcome, Peer, PeerClosed, PeerError, Problems, counter_lines, expect
 
 from deribit_kit import Deribit, DeribitKitError
 from deribit_kit.errors import is_retryable
@@ -50,7 +50,7 @@ PLACEMENTS = ("limit_rest", "limit_cross", "market")
 
 
 @dataclass
-class OrdersResult:
+class OrdersResult(Outcome):
     """Figures of one run of the campaign."""
 
     trials: int = 0
@@ -71,9 +71,6 @@ class OrdersResult:
     reconnect_timeouts: int = 0
     client_reconnects: int = 0
     observer_reopens: int = 0
-    examples: list[str] = field(default_factory=list)
-    unhandled: Counter[str] = field(default_factory=Counter)
-    logged_errors: Counter[str] = field(default_factory=Counter)
     stopped_early: str = ""
 
     @property
@@ -103,12 +100,7 @@ class OrdersResult:
         return f
 
     def report(self) -> str:
-        more = counter_lines("non-retryable errors", self.non_retryable)
-        more += counter_lines("unhandled loop exceptions", self.unhandled)
-        more += counter_lines("kit ERROR log records", self.logged_errors)
-        if self.examples:
-            more.append("  first problems:")
-            more += [f"    {e}" for e in self.examples[:10]]
+        more = counter_lines("non-retryable errors", self.non_retryable) + self.problem_lines(shown=10)
         if self.stopped_early:
             more.append(f"  stopped early: {self.stopped_early}")
         return self.figures().text("\n".join(more))
@@ -299,7 +291,7 @@ async def _trial(i: int, kind: str, inst: Instrument, sim: Simulator, dk: Deribi
         res.errors[cls] += 1
         if not is_retryable(error):
             res.non_retryable[f"{cls}: {str(error)[:120]}"] += 1
-            _example(res, f"trial {i} {kind} {direction} {name}: {cls}: {error}")
+            res.example(f"trial {i} {kind} {direction} {name}: {cls}: {error}")
 
     if kind in PLACEMENTS:
         found = [o for o in await obs.call("private/get_order_state_by_label",
@@ -307,14 +299,14 @@ async def _trial(i: int, kind: str, inst: Instrument, sim: Simulator, dk: Deribi
                  if o.get("label") == label and o.get("instrument_name") == name]
         if len(found) > 1:
             res.duplicated += 1
-            _example(res, f"trial {i} {kind}: label {label} names {len(found)} orders "
+            res.example(f"trial {i} {kind}: label {label} names {len(found)} orders "
                           f"{[o['order_id'] for o in found]}")
         if error is None:
             placed = outcome.order
             res.reconciled[str(outcome.reconciled)] += 1
             if not found:
                 res.lost += 1
-                _example(res, f"trial {i} {kind}: client reported {placed.order_id} ({outcome.reconciled}), "
+                res.example(f"trial {i} {kind}: client reported {placed.order_id} ({outcome.reconciled}), "
                               f"exchange has no order labelled {label}")
             else:
                 ex = {o["order_id"]: o for o in found}.get(placed.order_id)
@@ -322,11 +314,11 @@ async def _trial(i: int, kind: str, inst: Instrument, sim: Simulator, dk: Deribi
                         or placed.instrument_name != name:
                     res.wrong += 1
                     held = [(o["order_id"], o["direction"], o["amount"]) for o in found]
-                    _example(res, f"trial {i} {kind}: client reported {placed.order_id} {placed.direction} "
+                    res.example(f"trial {i} {kind}: client reported {placed.order_id} {placed.direction} "
                                   f"{placed.amount}, exchange holds {held}")
         elif found:
             res.orphaned += 1
-            _example(res, f"trial {i} {kind}: client raised {type(error).__name__}, exchange holds "
+            res.example(f"trial {i} {kind}: client raised {type(error).__name__}, exchange holds "
                           f"{[(o['order_id'], o['order_state']) for o in found]}")
         return
 
@@ -335,7 +327,7 @@ async def _trial(i: int, kind: str, inst: Instrument, sim: Simulator, dk: Deribi
         state = await obs.call("private/get_order_state", {"order_id": order_id})
     except PeerError as exc:
         res.mismatched += 1
-        _example(res, f"trial {i} {kind}: exchange does not know order {order_id}: {exc}")
+        res.example(f"trial {i} {kind}: exchange does not know order {order_id}: {exc}")
         return
     if kind == "edit":
         if error is None:
@@ -346,7 +338,7 @@ async def _trial(i: int, kind: str, inst: Instrument, sim: Simulator, dk: Deribi
                     and float(got.price) == new_price)
             if not same:
                 res.mismatched += 1
-                _example(res, f"trial {i} edit: client reported {got.order_id} {got.amount}@{got.price}, exchange "
+                res.example(f"trial {i} edit: client reported {got.order_id} {got.amount}@{got.price}, exchange "
                               f"holds {state['order_id']} {state['amount']}@{state['price']}")
         elif abs(float(state["amount"]) - amount) > 1e-9:
             res.applied_despite_error["edit"] += 1
@@ -356,17 +348,12 @@ async def _trial(i: int, kind: str, inst: Instrument, sim: Simulator, dk: Deribi
         if error is None:
             if outcome.order_state != "cancelled" or state["order_state"] != "cancelled":
                 res.mismatched += 1
-                _example(res, f"trial {i} cancel: client said {outcome.order_state}, exchange says "
+                res.example(f"trial {i} cancel: client said {outcome.order_state}, exchange says "
                               f"{state['order_state']}")
         elif state["order_state"] == "cancelled":
             res.applied_despite_error["cancel"] += 1
         elif state["order_state"] == "open":
             await obs.call("private/cancel", {"order_id": order_id})
-
-
-def _example(res: OrdersResult, text: str) -> None:
-    if len(res.examples) < 50:
-        res.examples.append(text)
 
 
 def add_arguments(p: argparse.ArgumentParser, prefix: str = "") -> None:

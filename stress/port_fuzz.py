@@ -55,6 +55,7 @@ from harness import (
     Chain,
     Child,
     Figures,
+    Outcome,
     Peer,
     PeerClosed,
     Problems,
@@ -116,7 +117,7 @@ UNKNOWN = ("public/nope", "private/nope", "sim/drop_connections", "sim/halt", "s
 
 
 @dataclass
-class FuzzResult:
+class FuzzResult(Outcome):
     """Figures of one run of the fuzz campaign."""
 
     frames: int = 0
@@ -144,9 +145,6 @@ class FuzzResult:
     blocks: list[int] = field(default_factory=list)  # the broker's allocated Python memory blocks after each round
     objects: list[int] = field(default_factory=list)  # objects the broker's garbage collector tracks
     broker_rss_start_kib: int = 0
-    examples: list[str] = field(default_factory=list)
-    unhandled: Counter[str] = field(default_factory=Counter)
-    logged_errors: Counter[str] = field(default_factory=Counter)
     tracebacks: list[str] = field(default_factory=list)
     broker: dict[str, Any] = field(default_factory=dict)  # the broker's own counters at the end
     driver_unhandled: Counter[str] = field(default_factory=Counter)
@@ -212,19 +210,11 @@ class FuzzResult:
         return f
 
     def report(self) -> str:
-        more = counter_lines("unhandled exceptions (broker)", self.unhandled)
-        more += counter_lines("kit ERROR log records (broker)", self.logged_errors)
-        more += counter_lines("unhandled exceptions (driver)", self.driver_unhandled)
+        more = counter_lines("unhandled exceptions (driver)", self.driver_unhandled)
         more += counter_lines("left held after rounds (port topics, broker channels, exchange)", self.leftovers, 8)
-        if self.examples:
-            more.append("  first problems:")
-            more += [f"    {e}" for e in self.examples[:12]]
+        more += self.problem_lines("broker")
         more += [f"  traceback:\n{t}" for t in self.tracebacks[:2]]
         return self.figures().text("\n".join(more))
-
-    def example(self, text: str) -> None:
-        if len(self.examples) < 50:
-            self.examples.append(text)
 
 
 # ---------------------------------------------------------------- the broker process
@@ -685,7 +675,7 @@ async def run(frames: int = 100_000, rounds: int = 3, seed: int = 1, *, connecti
                         res.follower_bad += c.bad
                         res.follower_changes += c.changes
                         res.follower_snapshots += c.snapshots
-                        if c.first_break and len(res.examples) < 50:
+                        if c.first_break:
                             res.example(f"follower chain break: {c.first_break}")
                     await f.peer.close()
                 final = await broker.stop()

@@ -43,10 +43,10 @@ from harness import (
     Chain,
     Child,
     Figures,
+    Outcome,
     Peer,
     PeerClosed,
     Problems,
-    counter_lines,
     instrument_names,
     mib,
     rss_kib,
@@ -93,7 +93,7 @@ class Sample:
 
 
 @dataclass
-class SoakResult:
+class SoakResult(Outcome):
     """Figures of one soak run."""
 
     minutes: float = 0.0
@@ -114,9 +114,6 @@ class SoakResult:
     books_unsettled: int = 0  # never reached the exchange's change_id after the halt
     left_subscribed: list[str] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)  # what the clients' own calls raised
-    examples: list[str] = field(default_factory=list)
-    unhandled: Counter[str] = field(default_factory=Counter)
-    logged_errors: Counter[str] = field(default_factory=Counter)
 
     def bounded(self, values: list[int], slack: int) -> bool:
         """The last third of the run is no higher than the first third by more than ``slack``."""
@@ -175,16 +172,7 @@ class SoakResult:
         return f
 
     def report(self) -> str:
-        more = counter_lines("unhandled exceptions", self.unhandled)
-        more += counter_lines("kit ERROR log records", self.logged_errors)
-        if self.examples:
-            more.append("  first problems:")
-            more += [f"    {e}" for e in self.examples[:12]]
-        return self.figures().text("\n".join(more))
-
-    def example(self, text: str) -> None:
-        if len(self.examples) < 50:
-            self.examples.append(text)
+        return self.figures().text("\n".join(self.problem_lines()))
 
 
 def sample_line(s: Sample) -> str:
