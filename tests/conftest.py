@@ -178,22 +178,27 @@ async def dk(sim: Simulator, no_env_credentials: None) -> AsyncIterator[Deribit]
 def book_messages(url: str, channel: str, count: int, timeout: float = 15.0) -> list[dict[str, Any]]:
     """Subscribe to ``channel`` at the Deribit-compatible ``url`` (a blocking client, for tests of
     commands running in a child process) and return the ``data`` of its first ``count`` notifications."""
+    from websockets.sync.client import connect
+
+    with connect(url, open_timeout=10, close_timeout=5) as ws:
+        return subscribed_messages(ws, channel, count, timeout)
+
+
+def subscribed_messages(ws: Any, channel: str, count: int, timeout: float = 15.0) -> list[dict[str, Any]]:
+    """Subscribe the open blocking WebSocket ``ws`` to ``channel`` and return the ``data`` of its
+    first ``count`` notifications (the subscription stays: the caller closes ``ws``)."""
     import json
     import time
 
-    from websockets.sync.client import connect
-
     seen: list[dict[str, Any]] = []
-    with connect(url, open_timeout=10, close_timeout=5) as ws:
-        ws.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "public/subscribe",
-                            "params": {"channels": [channel]}}))
-        deadline = time.monotonic() + timeout
-        while len(seen) < count:
-            msg = json.loads(ws.recv(timeout=max(0.1, deadline - time.monotonic())))
-            if msg.get("id") == 1:
-                assert msg["result"] == [channel], msg
-            elif msg.get("method") == "subscription" and msg["params"]["channel"] == channel:
-                seen.append(msg["params"]["data"])
+    ws.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "public/subscribe", "params": {"channels": [channel]}}))
+    deadline = time.monotonic() + timeout
+    while len(seen) < count:
+        msg = json.loads(ws.recv(timeout=max(0.1, deadline - time.monotonic())))
+        if msg.get("id") == 1:
+            assert msg["result"] == [channel], msg
+        elif msg.get("method") == "subscription" and msg["params"]["channel"] == channel:
+            seen.append(msg["params"]["data"])
     return seen
 
 

@@ -273,12 +273,17 @@ class DemoProcess:
         return self.proc.pid
 
     def children(self) -> list[int]:
-        """Pids of the demo's child processes (the ``panel serve`` server); Linux only."""
+        """Pids of the demo's child processes (the ``panel serve`` servers, a local Tansu with
+        ``--kafka``), whichever of its threads started them; Linux only."""
+        pids: list[int] = []
         try:
-            text = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text()
+            tasks = list(Path(f"/proc/{self.pid}/task").iterdir())
         except OSError:
             return []
-        return [int(p) for p in text.split()]
+        for task in tasks:
+            with contextlib.suppress(OSError):
+                pids += [int(p) for p in (task / "children").read_text().split()]
+        return sorted(set(pids))
 
     def start(self, timeout: float = READY_TIMEOUT) -> DemoProcess:
         """Run the demo and wait (at most ``timeout`` s) until it says everything is up; raises otherwise."""
