@@ -2,11 +2,12 @@
 timeouts, notifications routed by channel, heartbeats answered, silence detected, reconnects with
 exponential backoff and jitter, and client-side pacing by Deribit's credit model.
 
-Where a frame arrives: :meth:`WsTransport._read`; parsed: ``orjson`` into a dict once; replies
-resolve the future of their id; notifications go to ``on_notification(channel, data, raw)`` (the
-client's one sink, which is the broker's). A 10028 answer holds every request until the credit
-model has room (Deribit ends the session on it); the reconnect waits for that too. A request in
-flight when the link drops fails with :class:`~deribit_kit.errors.ConnectionClosed` (retryable);
+Where a frame arrives: :meth:`WsTransport._read`, as bytes (never decoded to ``str``); parsed:
+``orjson`` into a dict once; replies resolve the future of their id; notifications go to
+``on_notification(channel, data, raw)`` (the client's one sink, which is the broker's; ``raw`` the
+frame's bytes as they arrived). A 10028 answer holds every request until the credit model has room
+(Deribit ends the session on it); the reconnect waits for that too. A request in flight when the
+link drops fails with :class:`~deribit_kit.errors.ConnectionClosed` (retryable);
 nothing waits past its timeout.
 """
 
@@ -228,8 +229,11 @@ class WsTransport:
         reason = "connection closed"
         try:
             on_frame = self._on_frame
-            async for frame in ws:
-                on_frame(frame)
+            recv = ws.recv
+            while True:  # frames as bytes (no str decode): parsed once, and forwarded as they came
+                on_frame(await recv(decode=False))
+        except websockets.ConnectionClosedOK:
+            pass
         except websockets.ConnectionClosed as exc:
             reason = f"connection closed ({exc.rcvd.code if exc.rcvd else 1006}"
             reason += f" {exc.rcvd.reason})" if exc.rcvd and exc.rcvd.reason else ")"

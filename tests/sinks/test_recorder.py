@@ -65,8 +65,8 @@ async def test_frames_are_kept_as_received_with_the_kit_events(sim: Simulator, d
     seen: list[tuple[str, bytes]] = []
 
     def probe(n: Item) -> None:
-        assert isinstance(n, Notification) and isinstance(n.raw, str)
-        seen.append((n.channel, n.raw.encode()))
+        assert isinstance(n, Notification) and isinstance(n.raw, bytes)  # the frame's bytes as they came
+        seen.append((n.channel, n.raw))
 
     rec = Recorder(broker, tmp_path / "rec", channels=[BOOK, TICKER], segment_seconds=0.5, snapshot_interval=0.3,
                    flush_interval=0.1)
