@@ -26,6 +26,8 @@
 * ``raw`` channels (``book.*.raw``, ``trades.*.raw``, ``ticker.*.raw``) need a signed-in client, with
   ``public/subscribe`` or ``private/subscribe``, and an authenticated upstream: otherwise the call
   is answered with Deribit's 13778, as an unauthenticated Deribit connection is.
+* The same port answers Deribit's REST (``GET /api/v2/{method}``, ``POST /api/v2``) through the same
+  table; reference data it forwards (instruments, currencies, ...) is kept ``static_ttl`` seconds.
 * Private methods are off unless ``token`` is given; then a client ``public/auth``s with the broker's
   own ``client_id``/``token`` (never the upstream key): ``client_credentials``, ``client_signature``
   (Deribit's HMAC of ``timestamp\\nnonce\\ndata`` with the token as secret; stale timestamps and
@@ -64,6 +66,9 @@ FORWARDED = frozenset({
     "public/get_index_price", "public/get_book_summary_by_currency", "public/get_last_trades_by_instrument",
     "public/get_currencies", "public/get_index_price_names", "public/get_contract_size", "public/status",
 })
+STATIC = frozenset({"public/get_instruments", "public/get_instrument", "public/get_currencies",
+                    "public/get_index_price_names", "public/get_contract_size"})
+"""Forwarded methods whose answers are reference data, kept ``static_ttl`` seconds."""
 SlowPolicy = Literal["conflate", "disconnect"]
 
 
@@ -296,7 +301,7 @@ class BrokerServer(Endpoint):
                  client_id: str = "deribit-kit-broker", max_connections: int = 1000,
                  max_channels: int = 1000, max_buffer: int = 4 * 1024 * 1024, slow_policy: SlowPolicy = "conflate",
                  rate_limits: bool = True, min_heartbeat_interval: int = 10, testnet: bool = True,
-                 flush_interval: float = 0.002, token_ttl: float = 900.0,
+                 flush_interval: float = 0.002, token_ttl: float = 900.0, static_ttl: float = 30.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(host, port, ssl_context, ws_path=WS_PATH)
         self.broker = broker
@@ -314,6 +319,9 @@ class BrokerServer(Endpoint):
         self._flush_handle: asyncio.Handle | None = None
         self._flush_timed = False  # the scheduled flush waits for flush_interval
         self.token_ttl = token_ttl
+        self.static_ttl = static_ttl
+        self._static: dict[tuple[str, bytes], tuple[float, Any]] = {}  # (method, params) -> (expires, result)
+        self._static_calls: dict[tuple[str, bytes], asyncio.Future[Any]] = {}
         self.clock = clock
         self._access: dict[str, float] = {}  # access token -> when it expires (clock)
         self._refresh: dict[str, str] = {}  # refresh token -> its access token
@@ -541,9 +549,29 @@ class BrokerServer(Endpoint):
                 "best_ask_price": asks[0][0] if asks else None, "best_ask_amount": asks[0][1] if asks else 0.0}
 
     async def _forward(self, method: str, p: dict[str, Any]) -> Any:
-        """Ask the upstream (its errors are answered as they are; a failed link as 11094)."""
+        """Ask the upstream (its errors are answered as they are; a failed link as 11094). Reference
+        data (:data:`STATIC`) is kept ``static_ttl`` seconds, and callers asking for the same while
+        the upstream answers share one call."""
         params = {k: v for k, v in p.items() if k != "access_token"}
-        return await self.broker.upstream.call(method, params)
+        if method not in STATIC or self.static_ttl <= 0:
+            return await self.broker.upstream.call(method, params)
+        key = (method, jsonrpc.dumps(sorted(params.items(), key=lambda kv: str(kv[0]))))
+        hit = self._static.get(key)
+        now = self.clock()
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        pending = self._static_calls.get(key)
+        if pending is None:
+            pending = self._static_calls[key] = asyncio.ensure_future(self.broker.upstream.call(method, params))
+            pending.add_done_callback(lambda f: self._remember(key, f))
+        return await asyncio.shield(pending)
+
+    def _remember(self, key: tuple[str, bytes], fut: asyncio.Future[Any]) -> None:
+        self._static_calls.pop(key, None)
+        if not fut.cancelled() and fut.exception() is None:
+            if len(self._static) > 1000:
+                self._static.clear()
+            self._static[key] = (self.clock() + self.static_ttl, fut.result())
 
     # ------------------------------------------------------------ subscriptions
     def _subscribe(self, c: _Client, p: dict[str, Any], private: bool) -> Any:

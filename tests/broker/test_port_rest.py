@@ -123,3 +123,17 @@ async def test_one_base_url_for_rest_and_a_raw_book(port: BrokerServer, http: ht
             last = data["change_id"]
     finally:
         await peer.close()
+
+
+async def test_reference_data_is_kept_and_shared(sim: Simulator, port: BrokerServer,
+                                                 http: httpx.AsyncClient) -> None:
+    params = {"currency": "ETH", "kind": "option"}
+    first = await http.get("/api/v2/public/get_instruments", params=params)
+    asked = sim.stats["requests"]
+    again = await http.get("/api/v2/public/get_instruments", params=params)  # answered from the port's copy
+    assert sim.stats["requests"] == asked and again.json()["result"] == first.json()["result"]
+    together = await asyncio.gather(*(http.get("/api/v2/public/get_currencies") for _ in range(5)))
+    assert sim.stats["requests"] == asked + 1  # five callers at once, one upstream call
+    assert len({orjson.dumps(r.json()["result"]) for r in together}) == 1
+    other = await http.get("/api/v2/public/get_instruments", params={"currency": "ETH", "kind": "future"})
+    assert sim.stats["requests"] == asked + 2 and other.json()["result"] != first.json()["result"]
