@@ -15,11 +15,13 @@ with two or more), so "one core" is this process: the sink's Python and librdkaf
   the same changes as cryptofeed's own ``OrderBook`` deltas (20 levels per side), to the same broker,
   with its defaults (acks=1, no compression, no linger; aiokafka's idempotent producer does not start
   against Tansu 0.6): ``--cryptofeed`` messages, timed until its writer has sent them all.
-* **end to end**: the embedded exchange (ticking every 50 ms; the ``raw`` books of its futures, so
-  the exchange does not batch them) -> broker -> sink -> Kafka -> :class:`KafkaSource` -> a second
-  broker's LiveBooks, for ``--seconds`` at linger 5 ms and 100 ms: the latency of each applied change
-  from the exchange's timestamp (ms) to the remote LiveBook, p50/p99, and of the pipeline alone (the
-  same change in the local broker -> in the remote one).
+* **end to end**: the embedded exchange in its own process, as an exchange is (ticking every 50 ms;
+  the ``raw`` books of its futures, so the exchange does not batch them) -> broker -> sink -> Kafka ->
+  :class:`KafkaSource` -> a second broker's LiveBooks, for ``--seconds`` at linger 5 ms and 100 ms:
+  the latency of each applied change from the exchange's timestamp (ms) to the remote LiveBook,
+  p50/p99, and of the pipeline alone (the same change in the local broker -> in the remote one).
+  ``--exchange-in-process`` runs the exchange on this process's loop instead (its ticks then hold
+  up the pipeline too).
 
 Targets on the development machine: >= 60,000 20-level changes/s into Kafka on one core with
 idempotence and Snappy; >= 4x cryptofeed's backend per message; end-to-end p99 < linger + 20 ms.
@@ -29,23 +31,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import multiprocessing as mp
 import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _offline_upstream import OfflineUpstream
+from book_ingest import INSTRUMENT_INFO
 
 from deribit_kit import Deribit
 from deribit_kit.broker import Broker
 from deribit_kit.broker.consumer import Item, Notification
+from deribit_kit.models import Instrument
 from deribit_kit.sim import Simulator
 from deribit_kit.sinks.kafka import KafkaSink
 from deribit_kit.transport.kafka import LocalKafka
@@ -89,7 +96,9 @@ def pin(kafka: LocalKafka) -> str:
 
 
 async def ours(kafka: LocalKafka, notes: list[Notification], prefix: str) -> dict[str, float]:
-    broker = Broker(OfflineUpstream())
+    infos = {i: msgspec.convert({**INSTRUMENT_INFO, "instrument_name": i, "tick_size": 0.5}, Instrument)
+             for i in INSTRUMENTS}  # what the broker looks up when a book joins
+    broker = Broker(OfflineUpstream(infos))
     sink = KafkaSink(broker, kafka.bootstrap, prefix=prefix, max_buffer=2_000_000, max_buffer_kbytes=4 << 20,
                      channels=[f"book.{i}.100ms" for i in INSTRUMENTS])
     await sink.start()
@@ -150,13 +159,48 @@ async def cryptofeed_backend(kafka: LocalKafka, notes: list[Notification]) -> di
     return {"rate": len(deltas) / wall, "cpu_us": cpu / len(deltas) * 1e6}
 
 
-async def end_to_end(kafka: LocalKafka, linger: float, seconds: float, prefix: str) -> dict[str, float]:
+def serve_exchange(conn: Any) -> None:
+    """Child process: the embedded exchange until the parent sends anything on ``conn``."""
+    asyncio.run(_serve_exchange(conn))
+
+
+async def _serve_exchange(conn: Any) -> None:
+    async with Simulator(seed=2, tick_interval=0.05, rate_limits=False) as sim:
+        acct = sim.demo_account
+        conn.send((sim.ws_url, acct.client_id, acct.client_secret))
+        await asyncio.get_running_loop().run_in_executor(None, conn.recv)
+
+
+@contextlib.asynccontextmanager
+async def exchange(in_process: bool) -> Any:
+    """(url, client_id, client_secret) of an embedded exchange, in its own process unless ``in_process``."""
+    if in_process:
+        async with Simulator(seed=2, tick_interval=0.05, rate_limits=False) as sim:
+            yield sim.ws_url, sim.demo_account.client_id, sim.demo_account.client_secret
+        return
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=serve_exchange, args=(child,), daemon=True)
+    proc.start()
+    try:
+        if not await asyncio.to_thread(parent.poll, 60):
+            raise RuntimeError("the exchange process did not start")
+        yield parent.recv()
+    finally:
+        parent.send("stop")
+        proc.join(10)
+        if proc.is_alive():
+            proc.kill()  # only the process this function started
+
+
+async def end_to_end(kafka: LocalKafka, linger: float, seconds: float, prefix: str,
+                     in_process: bool = False) -> dict[str, float]:
     lat: list[float] = []  # exchange timestamp (ms) -> the remote LiveBook
     hop: list[float] = []  # the local broker -> the remote LiveBook (the pipeline alone)
     seen: dict[tuple[str, int], float] = {}
-    async with Simulator(seed=2, tick_interval=0.05, rate_limits=False) as sim:
-        acct = sim.demo_account  # raw channels (no 100 ms batching by the exchange) need a session
-        dk = await Deribit.connect(sim.ws_url, client_id=acct.client_id, client_secret=acct.client_secret)
+    async with exchange(in_process) as (url, client_id, client_secret):
+        # raw channels (no 100 ms batching by the exchange) need a session
+        dk = await Deribit.connect(url, client_id=client_id, client_secret=client_secret)
         names = [i.instrument_name for i in await dk.instruments("any", "future")]
         chans = [f"book.{n}.raw" for n in names]
         sink = await KafkaSink(dk.broker, kafka.bootstrap, prefix=prefix, channels=chans, linger_ms=linger).start()
@@ -220,7 +264,7 @@ async def main(args: argparse.Namespace) -> None:
                   f"{o['rate'] / cf['rate']:.1f}x the rate")
         os.sched_setaffinity(0, os.sched_getaffinity(0) | set(range(os.cpu_count() or 1)))
         for linger in (5.0, 100.0):
-            e = await end_to_end(kafka, linger, args.seconds, f"bench-e2e-{linger:g}")
+            e = await end_to_end(kafka, linger, args.seconds, f"bench-e2e-{linger:g}", args.exchange_in_process)
             print(f"  end to end, linger {linger:>5g} ms: p50 {e['p50']:6.1f} ms, p99 {e['p99']:6.1f} ms "
                   f"(exchange -> sink -> Kafka -> source -> remote LiveBook; {e['n']:,} changes of {e['books']:.0f} "
                   f"raw books, {e['live']:.0f} live at the end; target p99 < {linger + 20:g} ms)")
@@ -233,4 +277,6 @@ if __name__ == "__main__":
     p.add_argument("--changes", type=int, default=200_000)
     p.add_argument("--cryptofeed", type=int, default=20_000, help="messages through cryptofeed's backend")
     p.add_argument("--seconds", type=float, default=8.0, help="end-to-end window per linger")
+    p.add_argument("--exchange-in-process", action="store_true",
+                   help="end to end: the exchange on this process's loop (default: its own process)")
     asyncio.run(main(p.parse_args()))

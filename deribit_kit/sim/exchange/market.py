@@ -355,7 +355,12 @@ class Market:
 
     # ------------------------------------------------------------ evolution
     def step(self) -> StepResult:
-        """Advance one tick: move indices, requote, trade; return what changed."""
+        """Advance one tick: move indices, requote, trade; return what changed.
+
+        The tick's prices are of its start; its book changes are stamped when the tick is done and
+        they leave (requoting hundreds of instruments takes milliseconds, more on a busy machine):
+        like Deribit's, a change's ``timestamp`` is when the exchange produced it, not some time
+        before it was sent. That moment is the result's ``timestamp`` and ``last_step_ms``."""
         rng = self.rng
         self.last_step_ms = now = max(self.now_ms(), self.last_step_ms + 1)
         sq = math.sqrt(self.dt_years)
@@ -376,7 +381,12 @@ class Market:
             if msg is not None:
                 changes.append((inst, msg))
         created, gone = self.roll()
-        return StepResult(now, changes, trades, created, gone)
+        done = max(self.now_ms(), now)
+        if done != now:
+            for _, msg in changes:
+                msg["timestamp"] = done
+            self.last_step_ms = done
+        return StepResult(done, changes, trades, created, gone)
 
     def _trade_prob(self, inst: SimInstrument) -> float:
         base = 0.25 if inst.perpetual else 0.08 if inst.kind != "option" else 0.01
