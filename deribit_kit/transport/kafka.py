@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import socket
 import subprocess
+import sys
 import time
 from typing import Any
 
-from ..errors import DeribitKitError
+from ..errors import KafkaUnavailable  # defined in errors.py (the one tree); importable from here too
 
 __all__ = ["FAMILIES", "KafkaUnavailable", "LocalKafka", "ensure_topics", "pipeline_topics"]
 
@@ -30,10 +32,6 @@ log = logging.getLogger("deribit_kit.transport.kafka")
 FAMILIES = ("book", "ticker", "trades", "price_index", "quote", "perpetual", "book_grouped", "chart_trades",
             "platform_state")
 COMPACTED = ("book.snapshots", "instruments", "channels")
-
-
-class KafkaUnavailable(DeribitKitError):
-    """The Kafka cluster did not answer (or the ``kafka`` extra is not installed)."""
 
 
 def pipeline_topics(prefix: str) -> tuple[list[str], list[str]]:
@@ -72,6 +70,13 @@ def ensure_topics(bootstrap: str, prefix: str, *, partitions: int = 4, replicati
     return {t: len(md[t].partitions) for t in (*plain, *compacted) if t in md}
 
 
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
@@ -85,10 +90,12 @@ class LocalKafka:
             kafka.bootstrap          # "127.0.0.1:<port>"
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, binary: str | None = None) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, binary: str | None = None,
+                 die_with_parent: bool = False) -> None:
         self.host = host
         self.port = port or free_port(host)
         self.binary = binary
+        self.die_with_parent = die_with_parent  # Linux: the broker gets SIGTERM when the thread that started it ends
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -108,18 +115,32 @@ class LocalKafka:
 
     def start(self, timeout: float = 20.0) -> LocalKafka:
         """Start the broker and wait until it accepts connections."""
+        return self.spawn().wait_ready(timeout)
+
+    def spawn(self) -> LocalKafka:
+        """Start the broker's process (not waiting for it: :meth:`wait_ready`). With
+        ``die_with_parent``, call it from a thread that lives as long as the broker should (a
+        process's main thread): Linux's parent-death signal follows the thread that forked."""
         if self.proc is not None and self.proc.poll() is None:
             return self
         url = f"tcp://{self.host}:{self.port}"
         cmd = [self._binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
                "--storage-engine", "memory://tansu/"]
         env = {"PATH": "/usr/bin:/bin"}  # its own settings only: no LISTENER_URL and the like from ours
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        pdeath = _die_with_parent if self.die_with_parent and sys.platform.startswith("linux") else None
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                                     preexec_fn=pdeath)
         self.starts += 1
+        return self
+
+    def wait_ready(self, timeout: float = 20.0) -> LocalKafka:
+        """Wait until the started broker accepts connections (raises when it exits or takes too long)."""
+        proc = self.proc
+        assert proc is not None, "spawn() first"
         deadline = time.monotonic() + timeout
         while True:
-            if self.proc.poll() is not None:
-                raise KafkaUnavailable(f"Tansu exited with code {self.proc.returncode} ({' '.join(cmd)})")
+            if proc.poll() is not None:
+                raise KafkaUnavailable(f"Tansu exited with code {proc.returncode} ({proc.args!r})")
             with contextlib.suppress(OSError), socket.create_connection((self.host, self.port), 0.2):
                 break
             if time.monotonic() > deadline:

@@ -3,7 +3,8 @@
 Next to the demo's exchange, broker and dashboards (:mod:`deribit_kit.ui.demo`), this starts:
 
 * a local Kafka-protocol broker (Tansu, :class:`~deribit_kit.transport.kafka.LocalKafka`, on
-  127.0.0.1) unless ``--bootstrap`` names a cluster;
+  127.0.0.1; it dies with this process, like the dashboards' servers) unless ``--bootstrap`` names
+  a cluster;
 * a :class:`~deribit_kit.sinks.kafka.KafkaSink` on the demo's broker: the perpetuals' books, tickers
   and trades, the index prices, and the book and ticker of every BTC option (following
   the calendar);
@@ -60,8 +61,9 @@ class KafkaLeg:
         from ..transport.kafka import LocalKafka
         from .demo import BROKER_URL_ENV, _die_with_parent, _wait_http, free_port, panel_command
 
-        if self.bootstrap is None:
-            self.kafka = await asyncio.to_thread(LocalKafka(self.host).start)
+        if self.bootstrap is None:  # started from the loop's thread: it dies with this process, even killed
+            self.kafka = LocalKafka(self.host, die_with_parent=True).spawn()
+            await asyncio.to_thread(self.kafka.wait_ready)
             self.bootstrap = self.kafka.bootstrap
         self.sink = await KafkaSink(self.broker, self.bootstrap, prefix=self.prefix, channels=CHANNELS,
                                     books="BTC", kind="option", linger_ms=self.linger_ms,

@@ -5,8 +5,11 @@ printed answers, and Ctrl-C stops all of it (no Tansu and no ``panel serve`` lef
 from __future__ import annotations
 
 import itertools
+import os
 import re
+import signal
 import socket
+import time
 from pathlib import Path
 
 import httpx
@@ -108,3 +111,23 @@ def test_demo_kafka_serves_books_dashboards_and_metrics_from_kafka_and_stops_cle
     for name in ("Market", "KMarket", "Broker", "KBroker", "Exchange"):
         assert not _listening(_host_port(urls[name])), f"{name} still listening after the demo stopped"
     assert not _listening(bootstrap), "the local Kafka still listening after the demo stopped"
+
+
+def test_demo_kafka_killed_takes_its_tansu_and_dashboards_with_it() -> None:
+    demo = DemoProcess(free_port(), "--kafka").start(timeout=90)
+    try:
+        children = demo.children()
+        bootstrap = demo.urls["Kafka"]
+        assert len(children) == 3 and _listening(bootstrap), demo.output  # two panel serve, one Tansu
+    finally:
+        assert demo.proc is not None
+        demo.proc.kill()  # no Ctrl-C, no cleanup: only the pid this test started
+        demo.proc.wait(10)
+    deadline = time.monotonic() + 20
+    while any(_alive(p) for p in children) and time.monotonic() < deadline:
+        time.sleep(0.05)  # waiting (bounded) for the parent-death signals to take the children down
+    left = [(p, _cmdline(p)) for p in children if _alive(p)]
+    for pid, _ in left:  # not left running if this fails: they are the killed demo's
+        os.kill(pid, signal.SIGTERM)
+    assert not left, "orphaned after the demo was killed"
+    assert not _listening(bootstrap)
