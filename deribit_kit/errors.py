@@ -17,6 +17,8 @@ of the protocol agree on codes and messages by construction.
     ├── ConsumerClosed                 a broker consumer was closed (by its owner, or on overflow)
     ├── RecordingError                 a recording cannot be read (unknown schema version, not a recording)
     ├── RecorderError                  a recorder stopped (the disk is full, the folder is taken)
+    ├── SchemaError                    a Kafka value that is not a message of the pipeline's schema (or another version)
+    ├── KafkaUnavailable               the Kafka cluster did not answer, or the ``kafka`` extra is not installed
     ├── ValidationError                refused before sending (units, tick size, amounts)
     ├── ChannelError                   a channel name Deribit would not accept (also a ValueError)
     ├── BlockingCallInLoopError        a blocking (sync) call inside a running event loop
@@ -88,6 +90,21 @@ class RecordingError(DeribitKitError):
 
 class RecorderError(DeribitKitError):
     """A recorder stopped: its disk filled up or failed (what it wrote before stays readable)."""
+
+
+class SchemaError(DeribitKitError):
+    """A Kafka value that is not a message of the pipeline's schema (malformed, or another version).
+
+    ``version`` is the schema version the value claimed, when it claimed one this reader does not know.
+    """
+
+    def __init__(self, message: str, *, version: Any = None) -> None:
+        super().__init__(message)
+        self.version = version
+
+
+class KafkaUnavailable(DeribitKitError):
+    """The Kafka cluster did not answer (or the ``kafka`` extra is not installed)."""
 
 
 class ValidationError(DeribitKitError, ValueError):

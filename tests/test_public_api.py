@@ -28,6 +28,7 @@ ALL = [
     "InsufficientFundsError",
     "InvalidParamsError",
     "InvalidRequestError",
+    "KafkaUnavailable",
     "LiveBook",
     "MethodNotFoundError",
     "NotFoundError",
@@ -40,6 +41,7 @@ ALL = [
     "RecorderError",
     "RecordingError",
     "RequestTimeout",
+    "SchemaError",
     "Settings",
     "Subscription",
     "SubscriptionError",
@@ -137,3 +139,16 @@ def test_subscription_and_notification_are_pinned() -> None:
     sub = Consumer(None, ["ticker.BTC-PERPETUAL.100ms"])  # type: ignore[arg-type]
     assert public(vars(sub)) == SUBSCRIPTION_ATTRIBUTES
     assert Notification.__slots__ == ("channel", "data", "raw")
+
+
+def test_every_exported_error_is_of_the_one_tree() -> None:
+    """Every exported exception derives from DeribitKitError; the pipeline's two are also importable
+    where they were defined before errors.py held them."""
+    from deribit_kit.pipeline.schema import SchemaError
+    from deribit_kit.transport.kafka import KafkaUnavailable
+
+    errors = [getattr(deribit_kit, n) for n in ALL if isinstance(getattr(deribit_kit, n), type)
+              and issubclass(getattr(deribit_kit, n), BaseException)]
+    assert all(issubclass(e, deribit_kit.DeribitKitError) for e in errors)
+    assert all(e.__module__ == "deribit_kit.errors" for e in errors)
+    assert SchemaError is deribit_kit.SchemaError and KafkaUnavailable is deribit_kit.KafkaUnavailable

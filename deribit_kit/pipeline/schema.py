@@ -41,7 +41,7 @@ from typing import Any, Final
 
 import orjson
 
-from ..errors import DeribitKitError
+from ..errors import SchemaError  # defined in errors.py (the one tree); importable from here too
 from ..wire.channels import ChannelError, parse_channel
 
 __all__ = [
@@ -67,14 +67,6 @@ MARKERS: Final = ("resync", "gap", "epoch_end")
 KINDS: Final = (*BOOK_KINDS, "data", *MARKERS, "instrument", "channel")
 
 FAMILY_TOPIC: Final = {"trades_kind": "trades", "book": "book"}
-
-
-class SchemaError(DeribitKitError):
-    """A value that is not a message of this schema (malformed, or another version)."""
-
-    def __init__(self, message: str, *, version: Any = None) -> None:
-        super().__init__(message)
-        self.version = version
 
 
 def topics(prefix: str) -> dict[str, str]:

@@ -54,13 +54,13 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from ..broker.broker import Broker
 from ..broker.consumer import Consumer, Item, Notification
-from ..errors import DeribitKitError
+from ..errors import DeribitKitError, KafkaUnavailable
 from ..live.chain import OptionChain
 from ..live.livebook import LiveBook
 from ..live.orderbook import LIVE
 from ..pipeline import schema
 from ..pipeline.murmur2 import partition_for
-from ..transport.kafka import KafkaUnavailable, ensure_topics
+from ..transport.kafka import ensure_topics
 from ..wire.channels import ChannelError, parse_channel
 from ._chain import ChainChannels
 

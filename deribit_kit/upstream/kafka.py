@@ -49,21 +49,21 @@ import msgspec
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from ..errors import DeribitKitError, error_for_code, invalid_params
+from ..errors import DeribitKitError, KafkaUnavailable, error_for_code, invalid_params
 from ..events import Event
 from ..models import Instrument
 from ..pipeline import continuity as cont
 from ..pipeline import schema
 from ..pipeline.murmur2 import partition_for
-from ..transport.kafka import KafkaUnavailable, ensure_topics, pipeline_topics
+from ..transport.kafka import ensure_topics, pipeline_topics
 from ..wire.channels import ChannelError, parse_channel
+from ..wire.enums import API_VERSION
 from .protocol import Sink
 
 __all__ = ["KafkaSource", "parse_kafka_url"]
 
 log = logging.getLogger("deribit_kit.upstream.kafka")
 
-API_VERSION = "1.2.26"
 REPORTED = 20  # malformed messages logged one by one; past that, counted
 
 
