@@ -23,7 +23,7 @@ import sys
 import time
 from typing import Any
 
-from ..errors import DeribitKitError
+from ..errors import KafkaUnavailable  # defined in errors.py (the one tree); importable from here too
 
 __all__ = ["FAMILIES", "KafkaUnavailable", "LocalKafka", "ensure_topics", "pipeline_topics"]
 
@@ -32,10 +32,6 @@ log = logging.getLogger("deribit_kit.transport.kafka")
 FAMILIES = ("book", "ticker", "trades", "price_index", "quote", "perpetual", "book_grouped", "chart_trades",
             "platform_state")
 COMPACTED = ("book.snapshots", "instruments", "channels")
-
-
-class KafkaUnavailable(DeribitKitError):
-    """The Kafka cluster did not answer (or the ``kafka`` extra is not installed)."""
 
 
 def pipeline_topics(prefix: str) -> tuple[list[str], list[str]]:
