@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import secrets
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 from ...errors import AuthenticationError, error_for_code, invalid_params
 from ...wire import auth as wire_auth
 from ...wire.credits import CreditPools
+from .clock import Clock
 
 DEFAULT_SCOPE = "account:read_write trade:read_write wallet:read_write block_trade:read_write connection"
 
@@ -47,13 +47,13 @@ class Token:
 class Accounts:
     """API keys and tokens."""
 
-    def __init__(self, *, token_ttl: float = 900.0, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, *, token_ttl: float = 900.0, clock: Clock | Callable[[], float] | None = None) -> None:
         self.by_client_id: dict[str, Account] = {}
         self.tokens: dict[str, Token] = {}
         self.refresh: dict[str, Token] = {}
         self.token_ttl = token_ttl
-        self.clock = clock
-        self._replays = wire_auth.ReplayGuard(clock=clock)
+        self.clock = Clock.of(clock)
+        self._replays = wire_auth.ReplayGuard(clock=self.clock)
 
     def create(self, client_id: str, client_secret: str, name: str = "demo") -> Account:
         acct = self.by_client_id.get(client_id)

@@ -13,10 +13,11 @@ import random
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from .candles import CandleStore
+from .clock import Clock
 from .instruments import (
     UNDERLYINGS,
     Underlying,
@@ -201,11 +202,11 @@ class StepResult:
 class Market:
     """All instruments, indices and market makers of the embedded exchange."""
 
-    def __init__(self, *, seed: int = 0, clock: Callable[[], float] | None = None,
+    def __init__(self, *, seed: int = 0, clock: Clock | Callable[[], float] | None = None,
                  tick_interval: float = 0.1, option_requote: float = 0.1, trade_rate: float = 1.0,
                  smile: Smile | None = None) -> None:
         self.rng = random.Random(seed)
-        self.clock = clock or (lambda: datetime.now(UTC).timestamp())
+        self.clock = Clock.of(clock)
         self.dt_years = tick_interval / (365.0 * 86400.0)
         self.option_requote = option_requote
         self.trade_rate = trade_rate
@@ -230,10 +231,10 @@ class Market:
 
     # ------------------------------------------------------------ clock and listing
     def now_ms(self) -> int:
-        return int(self.clock() * 1000)
+        return self.clock.now_ms()
 
     def _now_dt(self) -> datetime:
-        return datetime.fromtimestamp(self.clock(), UTC)
+        return self.clock.now()
 
     def _list(self, infos: Iterable[dict[str, Any]]) -> list[SimInstrument]:
         created: list[SimInstrument] = []
