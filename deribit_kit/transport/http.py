@@ -49,11 +49,17 @@ class HttpTransport:
         """Nothing to open for HTTP; kept for symmetry with the WebSocket transport."""
 
     async def close(self) -> None:
+        """Close the HTTP connection pool; the transport is ``closed`` afterwards."""
         self.state = "closed"
         await self._http.aclose()
 
     async def request(self, method: str, params: dict[str, Any] | None = None, *,
                       timeout: float | None = None) -> Any:
+        """POST one request to ``/api/v2/{method}`` and return its ``result`` (``private/*`` signed
+        with ``deri-hmac-sha256``; 13009 without an API key); 10028 is retried with backoff within
+        ``rate_limit_retries`` and ``timeout`` (seconds, default ``request_timeout``). Raises the
+        mapped :class:`~deribit_kit.errors.DeribitError`, or RequestTimeout, ConnectError,
+        TransportError or ProtocolError."""
         timeout = self.request_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
         return await retry_rate_limited(lambda: self._request_once(method, params or {}, deadline), method,

@@ -440,4 +440,6 @@ class WsTransport:
         return reply["result"]
 
     async def wait_open(self, timeout: float) -> None:
+        """Wait until the connection is open (or closed for good), at most ``timeout`` seconds
+        (TimeoutError then)."""
         await asyncio.wait_for(self._open.wait(), timeout)

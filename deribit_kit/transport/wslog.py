@@ -13,6 +13,7 @@ class NoFrameTrace(logging.LoggerAdapter):
     """A logger adapter that reports DEBUG as disabled."""
 
     def isEnabledFor(self, level: int) -> bool:
+        """False for DEBUG (so ``websockets`` skips its frame trace); otherwise the logger's own answer."""
         return level > logging.DEBUG and self.logger.isEnabledFor(level)
 
 

@@ -17,7 +17,7 @@ SIGNATURE_WINDOW_MS = 60_000
 
 
 def sign(secret: str, timestamp: int, nonce: str, data: str = "") -> str:
-    """``hex(HMAC_SHA256(secret, f"{timestamp}\\n{nonce}\\n{data}"))`` as ``public/auth`` wants."""
+    r"""``hex(HMAC_SHA256(secret, f"{timestamp}\n{nonce}\n{data}"))`` as ``public/auth`` wants."""
     text = f"{timestamp}\n{nonce}\n{data}"
     return hmac.new(secret.encode(), text.encode(), hashlib.sha256).hexdigest()
 
@@ -38,7 +38,7 @@ def signature_params(client_id: str, secret: str, *, timestamp: int | None = Non
 
 
 def http_request_data(method: str, uri: str, body: bytes | str = b"") -> str:
-    """``UPPER(method) + "\\n" + uri + "\\n" + body + "\\n"`` for ``deri-hmac-sha256``."""
+    r"""``UPPER(method) + "\n" + uri + "\n" + body + "\n"`` for ``deri-hmac-sha256``."""
     text = body.decode() if isinstance(body, bytes | bytearray) else body
     return f"{method.upper()}\n{uri}\n{text}\n"
 

@@ -63,10 +63,12 @@ class ParsedName:
 
     @property
     def perpetual(self) -> bool:
+        """A future without an expiry (``BTC-PERPETUAL``, ``BTC_USDC-PERPETUAL``)."""
         return self.kind == "future" and self.expiry is None
 
     @property
     def linear(self) -> bool:
+        """Quoted and settled in a stablecoin (``BTC_USDC-...``), not inverse (settled in the base coin)."""
         return self.quote is not None
 
 

@@ -204,6 +204,7 @@ class MethodTable:
         return out
 
     def get(self, name: str) -> Method | None:
+        """The method called ``name``, or None when the table does not have it."""
         return self._methods.get(name)
 
     def __getitem__(self, name: str) -> Method:
@@ -219,9 +220,11 @@ class MethodTable:
         return len(self._methods)
 
     def items(self) -> Iterable[tuple[str, Method]]:
+        """``(name, method)`` pairs, in the order they were added."""
         return self._methods.items()
 
     def values(self) -> Iterable[Method]:
+        """The methods, in the order they were added."""
         return self._methods.values()
 
 
@@ -326,9 +329,13 @@ class RpcServer:
         return Answer(self.error(req_id, err, us_in, with_id=with_id), err, None, req_id, us_in)
 
     def result(self, request_id: Any, result: Any, us_in: int, *, with_id: bool = True) -> bytes:
+        """A success response frame for a handler's late result (``usIn``/``usOut``/``usDiff`` in
+        microseconds, ``testnet`` from this server); without ``id`` when ``with_id`` is false."""
         return jsonrpc.encode_result(request_id, result, us_in, self.testnet, with_id=with_id)
 
     def error(self, request_id: Any, err: DeribitError, us_in: int, *, with_id: bool = True) -> bytes:
+        """An error response frame for ``err`` (its Deribit code, message and data), counted in
+        ``stats["errors"]``."""
         self.stats["errors"] += 1
         return jsonrpc.encode_error(request_id, err, us_in, self.testnet, with_id=with_id)
 
