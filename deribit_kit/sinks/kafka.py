@@ -348,7 +348,7 @@ class KafkaSink:
         self.last_error = code
 
     def _on_error(self, err: KafkaError) -> None:
-        """librdkafka's error callback (on the loop, from poll): an outage starts here."""
+        """The librdkafka error callback (on the loop, from poll): an outage starts here."""
         code = err.name()
         if code == "_ALL_BROKERS_DOWN" or err.fatal():
             self._count_error(code)

@@ -56,6 +56,9 @@ class KafkaLeg:
         self.log_file: Any = None
 
     async def start(self, files: list[Path], env: dict[str, str], verbose: bool = False) -> KafkaLeg:
+        """Start the local Tansu (without ``bootstrap``), the sink, the Kafka-fed broker and its port,
+        and ``panel serve`` of the dashboard ``files`` with ``env`` (API keys removed); returns once
+        its market page answers (90 s at most)."""
         from ..broker.port import BrokerServer
         from ..sinks.kafka import KafkaSink
         from ..transport.kafka import LocalKafka
@@ -84,6 +87,8 @@ class KafkaLeg:
         return self
 
     def lines(self) -> list[str]:
+        """The demo banner's lines for this leg: the Kafka bootstrap and topics, and the second
+        dashboards' and broker's URLs."""
         base = f"http://{self.host}:{self.port}"
         local = " (a local Tansu, memory storage)" if self.kafka is not None else ""
         out = [f"  Kafka:     {self.bootstrap}{local}   topics {self.prefix}.* "
@@ -96,6 +101,7 @@ class KafkaLeg:
         return out
 
     async def stop(self) -> None:
+        """Stop what :meth:`start` started, in reverse order (the sink flushes for 2 s at most)."""
         if self.proc is not None and self.proc.poll() is None:
             from .demo import _stop_child
 

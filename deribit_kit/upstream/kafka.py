@@ -158,21 +158,26 @@ class KafkaSource:
     # ------------------------------------------------------------ the protocol
     @property
     def state(self) -> str:
+        """``new``, ``connecting``, ``open`` or ``closed`` (:meth:`stats` says ``down`` during a cluster outage)."""
         return self._state
 
     @property
     def epoch(self) -> int:
+        """Always 1: the topics are one stream (a book that breaks resyncs from a later snapshot on them)."""
         return self._epoch
 
     @property
     def authenticated(self) -> bool:
+        """Always False: a topic has no account, so no private or ``raw`` channels."""
         return False
 
     @property
     def channels(self) -> frozenset[str]:
+        """The channels subscribed (read from the topics)."""
         return frozenset(self._subs)
 
     def set_sink(self, sink: Sink | None) -> None:
+        """Where every notification goes; one broker per source (DeribitKitError for a second one)."""
         if sink is not None and self._sink is not None and sink != self._sink:
             raise DeribitKitError("this Kafka source already feeds a broker: share that broker")
         self._sink = sink
@@ -217,6 +222,7 @@ class KafkaSource:
         log.debug("kafka source %s: %s catches up from offset %d of partition %d", self.name, ch, offset, part)
 
     async def unsubscribe(self, channels: list[str]) -> None:
+        """Stop forwarding ``channels`` (the topics are still read; nothing is sent on a wire)."""
         for ch in channels:
             sub = self._subs.pop(ch, None)
             if sub is not None and sub.book:
@@ -244,6 +250,8 @@ class KafkaSource:
         return self._clock_ms or int(time.time() * 1000)
 
     async def instruments(self, currency: str = "any", kind: str | None = None) -> list[Instrument]:
+        """The instruments on ``{prefix}.instruments`` of ``currency`` (base, settlement or counter) and
+        ``kind`` that have not expired by the stream's clock and whose book the sink has not stopped publishing."""
         now = self.clock_ms()
         out = []
         for name, inst in sorted(self._instruments.items()):
@@ -258,6 +266,7 @@ class KafkaSource:
         return out
 
     async def instrument(self, name: str) -> Instrument:
+        """One instrument from ``{prefix}.instruments``; 13020 when it is not on the topic."""
         inst = self._instruments.get(name)
         if inst is None:
             why = f"not on {self.topics['instruments']}"
@@ -266,9 +275,12 @@ class KafkaSource:
         return inst
 
     def cached_instrument(self, name: str) -> Instrument | None:
+        """An instrument read from ``{prefix}.instruments``, or None."""
         return self._instruments.get(name)
 
     async def index_price(self, index_name: str) -> float:
+        """The latest ``deribit_price_index.{index_name}`` value read from ``{prefix}.price_index``;
+        DeribitKitError when the sink has not published it yet."""
         value = self._index.get(index_name)
         if value is None:
             raise DeribitKitError(f"no deribit_price_index.{index_name} on {self.prefix}.price_index yet (publish that "
@@ -276,6 +288,11 @@ class KafkaSource:
         return value
 
     async def call(self, method: str, params: dict[str, Any] | None = None, *, timeout: float | None = None) -> Any:
+        """Public lookups answered from the topics: ``public/get_time`` (the stream's clock),
+        ``public/test``, ``public/hello``, ``public/status``, ``public/get_instruments``,
+        ``public/get_instrument``, ``public/ticker`` (the latest ticker read), ``public/get_index_price``
+        and ``public/get_order_book`` (from the broker's live book; 13020 without one). Anything else,
+        private methods included, is -32601."""
         p = params or {}
         if method == "public/get_time":
             return self.clock_ms()
@@ -646,6 +663,9 @@ class KafkaSource:
 
     # ------------------------------------------------------------ figures and close
     def stats(self) -> dict[str, Any]:
+        """The source's figures: state (``down`` during an outage), messages and bytes read, forwarded,
+        malformed, duplicates, lost, breaks, interrupts, resyncs and catch-ups, consumer lag per topic
+        partition (``lag_{topic}_p{n}``, ``lag_total``, ``lag_max``) and the book states' counts."""
         states: dict[str, int] = {"books_live": 0, "books_syncing": 0, "books_resyncing": 0}
         for sub in self._subs.values():
             if sub.chain is not None:
@@ -665,6 +685,7 @@ class KafkaSource:
         return {ch: s.chain.state for ch, s in sorted(self._subs.items()) if s.chain is not None}
 
     async def close(self) -> None:
+        """Stop reading and close the consumer; the source is ``closed`` and feeds no broker."""
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
