@@ -5,7 +5,7 @@
     deribit-kit broker [--upstream sim|test|prod|URL|replay:DIR] [--port N] [--certfile F --keyfile F]  the port
     deribit-kit record [--upstream sim|test|prod|URL] --channels CH... | --books CURRENCY [--kind K] --out DIR
     deribit-kit fault URL drop|skip INSTR|stop-heartbeats|latency MS|halt INSTR|resume INSTR|storm N
-    deribit-kit demo [--port 5006] [--replay DIR]                  exchange + broker port + live dashboards
+    deribit-kit demo [--port 5006] [--replay DIR] [--certfile F --keyfile F]  exchange + broker port + live dashboards
     deribit-kit kafka publish --bootstrap HOST:PORT [--prefix deribit] [--books CUR --kind K] [--channels CH...]
     deribit-kit broker --upstream kafka://HOST:PORT/PREFIX          a broker (port, dashboards) fed from Kafka
 """

@@ -5,13 +5,16 @@ production by one setting), credentials from the environment, timeouts and limit
     Settings(target="test")            # wss://test.deribit.com, keys from DERIBIT_CLIENT_ID/SECRET
     Settings(target="ws://127.0.0.1:8765/ws/api/v2")   # an embedded exchange or broker elsewhere
 
-``DERIBIT_TARGET`` in the environment overrides the default target. Secrets never appear in a
-repr or in logs.
+``DERIBIT_TARGET`` in the environment overrides the default target. ``DERIBIT_KIT_CA_FILE`` names a
+certificate (PEM) that wss:// and https:// trust besides the system's: an embedded exchange or a
+broker port serving a self-signed one (``deribit-kit demo --certfile`` gives it to its dashboards
+so). Secrets never appear in a repr or in logs.
 """
 
 from __future__ import annotations
 
 import os
+import ssl
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -19,6 +22,20 @@ URLS: dict[str, tuple[str, str]] = {
     "test": ("wss://test.deribit.com/ws/api/v2", "https://test.deribit.com"),
     "prod": ("wss://www.deribit.com/ws/api/v2", "https://www.deribit.com"),
 }
+
+
+CA_FILE_ENV = "DERIBIT_KIT_CA_FILE"
+"""The environment variable naming a certificate (PEM) to trust besides the system's (:attr:`Settings.ca_file`)."""
+
+
+def trust_context(ca_file: str | None) -> ssl.SSLContext | None:
+    """A client TLS context that trusts the system's CAs and ``ca_file`` (a CA or a self-signed
+    certificate, PEM); ``None`` without one (the default context of each library)."""
+    if not ca_file:
+        return None
+    ctx = ssl.create_default_context()
+    ctx.load_verify_locations(cafile=ca_file)
+    return ctx
 
 
 def http_url_for(ws_url: str) -> str:
@@ -50,6 +67,7 @@ class Settings:
     cancel_on_disconnect: bool = False
     ws_ping_interval: float | None = 20.0
     sim_options: dict[str, Any] = field(default_factory=dict, repr=False)
+    ca_file: str | None = field(default_factory=lambda: os.environ.get(CA_FILE_ENV) or None)  # trusted for wss/https
 
     @property
     def is_sim(self) -> bool:

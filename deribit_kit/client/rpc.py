@@ -21,7 +21,7 @@ import logging
 import ssl
 from typing import Any
 
-from ..config import Settings
+from ..config import Settings, trust_context
 from ..errors import DeribitError, DeribitKitError, TransportError, ValidationError
 from ..events import Event
 from ..models import AuthResult, convert
@@ -53,7 +53,7 @@ class Client(Methods):
         self.settings = settings or Settings()
         self.transport_kind = transport
         self.ws_url, self.http_url = ws_url, http_url
-        self.ssl_context = ssl_context
+        self.ssl_context = ssl_context or trust_context(self.settings.ca_file)
         self.epoch = 0  # grows with every connection whose session is restored
         self.connected = Event("connected")
         self.disconnected = Event("disconnected")  # with the reason

@@ -14,6 +14,13 @@ is killed.
 port serves a replay of it, and the child's ``DERIBIT_TARGET`` is ``replay:DIR`` (each dashboard
 process replays it too, from the first dashboard that subscribes; ``--speed`` paces both).
 
+``deribit-kit demo --certfile F --keyfile F`` serves the embedded exchange (wss:// and https://) and
+the broker port (wss://, https://) with that certificate; the dashboards themselves stay on plain
+http:// (a loopback page). The dashboards' process and the demo's own client connect to the wss://
+and https:// URLs as any client would, trusting the certificate: the demo passes its path in
+``DERIBIT_KIT_CA_FILE`` (:attr:`~deribit_kit.config.Settings.ca_file`, trusted besides the
+system's CAs). The certificate must name the host the demo binds (``--host``, 127.0.0.1).
+
 Nothing here imports Panel: the child does.
 """
 
@@ -36,6 +43,7 @@ from typing import Any
 
 import httpx
 
+from ..config import CA_FILE_ENV
 from ..deribit import Deribit
 from . import dashboards
 
@@ -109,6 +117,7 @@ def _stop_child(proc: subprocess.Popen[bytes]) -> None:
 async def run_demo(args: argparse.Namespace) -> None:
     """``deribit-kit demo``: run the exchange (or a replay), the broker port and the dashboards until Ctrl-C."""
     from ..broker.port import BrokerServer
+    from ..cli import tls_context
     from ..sim import Simulator
 
     folder = Path(args.dashboards) if args.dashboards else dashboards_dir()
@@ -120,8 +129,10 @@ async def run_demo(args: argparse.Namespace) -> None:
     host = args.host
     port = args.port or free_port(host)
 
+    tls = tls_context(args.certfile, args.keyfile)  # wss:// and https:// for the exchange and the port
+    ca_file = str(Path(args.certfile).resolve()) if tls is not None else None
     replay_dir = str(Path(args.replay).resolve()) if args.replay else None
-    sim = None if replay_dir else await Simulator(host, args.sim_port, seed=args.seed).start()
+    sim = None if replay_dir else await Simulator(host, args.sim_port, seed=args.seed, ssl_context=tls).start()
     upstream: Deribit | None = None
     server: BrokerServer | None = None
     kafka_leg: Any = None
@@ -135,7 +146,8 @@ async def run_demo(args: argparse.Namespace) -> None:
     try:
         if sim is not None:
             acct = sim.demo_account
-            upstream = await Deribit.connect(sim.ws_url, client_id=acct.client_id, client_secret=acct.client_secret)
+            upstream = await Deribit.connect(sim.ws_url, client_id=acct.client_id, client_secret=acct.client_secret,
+                                             ca_file=ca_file)
             env = {**os.environ, "DERIBIT_TARGET": sim.ws_url, "DERIBIT_CLIENT_ID": acct.client_id,
                    "DERIBIT_CLIENT_SECRET": acct.client_secret}
         else:
@@ -143,7 +155,9 @@ async def run_demo(args: argparse.Namespace) -> None:
             upstream = await Deribit.replay(replay_dir, speed=args.speed)
             env = {k: v for k, v in os.environ.items() if k not in ("DERIBIT_CLIENT_ID", "DERIBIT_CLIENT_SECRET")}
             env["DERIBIT_TARGET"] = f"replay:{replay_dir}?speed={args.speed}"
-        server = await BrokerServer(upstream.broker, host, args.broker_port).start()
+        if ca_file is not None:  # the dashboards trust the certificate of the exchange and the port
+            env[CA_FILE_ENV] = ca_file
+        server = await BrokerServer(upstream.broker, host, args.broker_port, tls).start()
         env[BROKER_URL_ENV] = server.http_url
         if args.kafka:  # collect -> Kafka -> a second broker and dashboards fed only from it (ui/kafka_demo.py)
             from .kafka_demo import KafkaLeg
@@ -224,6 +238,10 @@ def add_parser(sub: Any) -> None:
     d.add_argument("--broker-port", type=int, default=0, help="broker WebSocket port (0 picks a free one)")
     d.add_argument("--sim-port", type=int, default=0, help="embedded exchange port (0 picks a free one)")
     d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--certfile", default=None,
+                   help="TLS certificate: the exchange and the broker port serve wss:// and https:// (the dashboards "
+                        "trust it)")
+    d.add_argument("--keyfile", default=None, help="its private key, when not in the certificate file")
     d.add_argument("--dashboards", default=None, help="folder of the dashboard scripts (default: the package's)")
     d.add_argument("--verbose", action="store_true", help="show panel serve's own log")
     d.add_argument("--replay", default=None, metavar="DIR", help="run on a recording (deribit-kit record) instead")

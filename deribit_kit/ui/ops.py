@@ -24,7 +24,9 @@ one :class:`MetricsSource`:
 from __future__ import annotations
 
 import logging
+import os
 import re
+import ssl
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -33,6 +35,7 @@ import pandas as pd
 import panel as pn
 import param
 
+from ..config import CA_FILE_ENV, trust_context
 from . import render
 from .base import html_pane
 
@@ -184,14 +187,15 @@ class MetricsSource(Protocol):
 class HttpMetrics:
     """A broker port's ``/metrics`` over HTTP (``url``: the port's ``http://host:port``)."""
 
-    def __init__(self, url: str, timeout: float = 5.0) -> None:
+    def __init__(self, url: str, timeout: float = 5.0, *, ca_file: str | None = None) -> None:
         self.url = url.rstrip("/").removesuffix("/metrics").replace("ws://", "http://", 1).replace(
             "wss://", "https://", 1).removesuffix("/ws/api/v2")
         self.timeout = timeout
+        self.verify: ssl.SSLContext | bool = trust_context(ca_file or os.environ.get(CA_FILE_ENV)) or True
 
     async def text(self) -> str:
-        """GET ``{url}/metrics``."""
-        async with httpx.AsyncClient(timeout=self.timeout) as http:
+        """GET ``{url}/metrics`` (https: trusting ``ca_file``, default ``DERIBIT_KIT_CA_FILE``, too)."""
+        async with httpx.AsyncClient(timeout=self.timeout, verify=self.verify) as http:
             r = await http.get(f"{self.url}/metrics")
             r.raise_for_status()
             return r.text
