@@ -50,6 +50,8 @@ class PubSub:
 
     # ------------------------------------------------------------ subscriptions
     def channel_exists(self, ch: Channel) -> bool:
+        """Whether the exchange has ``ch``: its instrument is listed (``perpetual.*`` for perpetuals
+        only), its index is priced, its ``user.*`` currency is one the accounts hold."""
         market = self.exchange.market
         if ch.instrument is not None:
             inst = market.get(ch.instrument)
@@ -92,6 +94,8 @@ class PubSub:
                     conn.send(jsonrpc.encode_notification(ch.name, snap))
 
     def remove(self, s: Session, name: str) -> None:
+        """Unsubscribe ``s`` from channel ``name``; a public channel nobody receives any more is no
+        longer built."""
         s.subscriptions.discard(name)
         if name.startswith("user."):
             self._unsubscribe_private(s, name)
@@ -114,6 +118,7 @@ class PubSub:
         self.index_channels.discard(ch)
 
     def remove_all(self, s: Session) -> None:
+        """Unsubscribe ``s`` from every channel (its connection closed)."""
         for name in list(s.subscriptions):
             self.remove(s, name)
 

@@ -99,6 +99,7 @@ class Faults:
 
     @property
     def demo_account(self) -> Account:
+        """The exchange's demo account (the client_id and secret it was started with)."""
         return self.sim.demo_account
 
 
@@ -131,11 +132,13 @@ class Session:
             self.conn.close(1000, "heartbeat timeout")
 
     def close_for_logout(self) -> None:
+        """Close the WebSocket with 1000 ``logout`` (after ``private/logout`` was answered)."""
         if self.conn is not None:
             self.conn.close(1000, "logout")
 
     @property
     def awaiting_test(self) -> bool:
+        """Whether a ``test_request`` was sent and not yet answered with ``public/test``."""
         return self.heartbeat.awaiting
 
     def require_auth(self, access_token: Any = None) -> Account:
@@ -154,9 +157,11 @@ class Session:
 
     @property
     def credit_pools(self) -> CreditPools:
+        """The credit pools requests are charged to: the account's once authenticated, else the connection's."""
         return self.account.pools if self.account is not None else self.pools
 
     def close(self) -> None:
+        """Stop the session's heartbeat timer."""
         self.heartbeat.stop()
 
 
@@ -212,14 +217,17 @@ class Simulator(Endpoint):
     # ------------------------------------------------------------ the parts, by their old names
     @property
     def market(self) -> Market:
+        """The exchange's instruments, books and price paths (``exchange.market``)."""
         return self.exchange.market
 
     @property
     def accounts(self) -> Accounts:
+        """The exchange's accounts and API keys (``exchange.accounts``)."""
         return self.exchange.accounts
 
     @property
     def max_send_buffer(self) -> int:
+        """Bytes a connection may have unsent before it is cut off (``connection_too_slow``)."""
         return self.pubsub.max_send_buffer
 
     def fund(self, account: Account | str, currency: str, amount: float) -> float:
@@ -232,10 +240,13 @@ class Simulator(Endpoint):
         return self.pubsub.subscriber_count(channel)
 
     def now_ms(self) -> int:
+        """The exchange's clock, in milliseconds since the epoch."""
         return self.exchange.now_ms()
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> Simulator:
+        """Listen on ``host:port`` (port 0: a free one; see ``ws_url``, ``http_url``) and, with
+        ``autostep``, advance the market every ``tick_interval`` seconds."""
         await self.listen()
         if self.autostep and self.tick_interval > 0:
             self._ticker = asyncio.get_running_loop().create_task(self._run_clock())
@@ -243,6 +254,7 @@ class Simulator(Endpoint):
         return self
 
     async def stop(self) -> None:
+        """Stop the market clock, end every session and close the listener."""
         if self._ticker is not None:
             self._ticker.cancel()
             try:
@@ -295,11 +307,14 @@ class Simulator(Endpoint):
 
     # ------------------------------------------------------------ sessions (Endpoint)
     def ws_open(self, conn: WsConnection) -> None:
+        """A new connection gets its :class:`Session` (``conn.state``)."""
         s = Session(self, conn, conn.peer)
         conn.state = s
         self.sessions.add(s)
 
     def ws_close(self, conn: WsConnection) -> None:
+        """Drop the session's subscriptions and timer, then run ``session_closed_listeners``
+        (cancel-on-disconnect among them)."""
         s: Session = conn.state
         self.sessions.discard(s)
         self.pubsub.remove_all(s)
@@ -309,15 +324,21 @@ class Simulator(Endpoint):
         s.conn = None
 
     def context(self, peer: Any) -> Context:
+        """The session's handler :class:`~deribit_kit.sim.rpc.context.Context`."""
         return peer.context
 
     def admit(self, peer: Any) -> bool:
+        """False once the exchange ended the session (after 10028 with ``rate_limit_ends_session``)."""
         return peer.ended is None  # the session is over: what arrives before the close is not answered
 
     def reply_delay(self) -> float:
+        """The latency fault, in seconds (:meth:`Faults.set_latency`)."""
         return self.faults.latency
 
     def answered(self, peer: Any, answer: Answer) -> None:
+        """A 10028 answer ends the session, as on Deribit: nothing more is answered and the
+        connection closes with 1008 ``too_many_requests`` after the reply (unless
+        ``rate_limit_ends_session`` is false)."""
         err = answer.error
         if err is not None and err.code == 10028 and self.rate_limit_ends_session:
             s: Session = peer
@@ -345,9 +366,14 @@ class Simulator(Endpoint):
 
     # ------------------------------------------------------------ HTTP (Endpoint)
     def health(self) -> dict[str, Any]:
+        """``/healthz``: ``status`` and the number of open sessions."""
         return {"status": "ok", "connections": len(self.sessions)}
 
     async def route_http(self, request: HttpRequest) -> HttpResponse | None:
+        """Answer ``/api/v2/{method}`` (GET with query params or a JSON-RPC POST) in a one-request
+        session whose account is the ``Authorization`` header's (bearer token, basic or
+        ``deri-hmac-sha256``; 401 when it does not check out), credits per client host: 200, 400
+        for a Deribit error, 401 for 13009. Other paths: None (a 404)."""
         if not request.path.startswith("/api/v2"):
             return None
         testnet = self.rpc.testnet

@@ -55,6 +55,7 @@ class Exchange:
         return inst
 
     def state(self, account: Account) -> AccountState:
+        """The account's trading state (balances, positions, open orders), created funded on first use."""
         return self.engine.state(account)
 
     def fund(self, account: Account, currency: str, amount: float) -> float:

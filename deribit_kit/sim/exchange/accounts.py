@@ -36,6 +36,10 @@ class Account:
 
 @dataclass(slots=True)
 class Token:
+    """An access token granted by ``public/auth``: its refresh token, expiry (``expires_at`` on
+    the accounts' clock, seconds), granted scope and whether it is bound to its connection
+    (``session:`` scope)."""
+
     account: Account
     access_token: str
     refresh_token: str
@@ -56,6 +60,8 @@ class Accounts:
         self._replays = wire_auth.ReplayGuard(clock=self.clock)
 
     def create(self, client_id: str, client_secret: str, name: str = "demo") -> Account:
+        """The account with API key ``client_id`` (created with the next user_id; an existing one gets
+        ``client_secret`` as its new secret)."""
         acct = self.by_client_id.get(client_id)
         if acct is None:
             acct = Account(client_id, client_secret, name, user_id=len(self.by_client_id) + 1)
@@ -137,6 +143,7 @@ class Accounts:
         return tok.account
 
     def revoke(self, token: str) -> None:
+        """Forget an access token and its refresh token (``private/logout``); unknown tokens are ignored."""
         tok = self.tokens.pop(token, None)
         if tok is not None:
             self.refresh.pop(tok.refresh_token, None)

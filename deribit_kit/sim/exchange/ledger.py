@@ -32,6 +32,9 @@ class Ledger(OrderState):
         return st.balances[cur]
 
     def fee(self, inst: SimInstrument, liquidity: str, price: float, amount: float) -> float:
+        """The fee of one fill at the maker (``liquidity`` ``M``) or taker commission, in the settlement
+        currency: inverse futures ``rate * amount / price`` (amount in USD), linear futures and spot
+        ``rate * amount * price``, options ``rate * amount`` capped at 12.5% of the premium."""
         info = inst.info
         rate = float(info["maker_commission"] if liquidity == "M" else info["taker_commission"])
         if inst.kind == "future":

@@ -84,6 +84,8 @@ class Margin(Ledger):
         return 0.0, 0.0
 
     def spot_reserve(self, st: AccountState, currency: str) -> float:
+        """How much of ``currency`` open spot orders hold: the quote of open buys (remaining x price),
+        the base of open sells (remaining)."""
         total = 0.0
         for o in st.open.values():
             if o.inst.kind != "spot" or o.state != "open":

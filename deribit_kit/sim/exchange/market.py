@@ -69,6 +69,7 @@ class SimBook:
             self.levels[side].pop(price, None)
 
     def set_mm(self, side: int, price: float, amount: float) -> None:
+        """Set the market makers' amount at ``price`` on ``side`` (``BID``/``ASK``; 0 removes it)."""
         if amount > 1e-12:
             self.mm[side][price] = amount
         else:
@@ -85,6 +86,7 @@ class SimBook:
         self._refresh(side, price)
 
     def sorted_side(self, side: int, depth: int | None = None) -> list[list[float]]:
+        """``[[price, amount], ...]`` of the visible levels of ``side``, best first, at most ``depth``."""
         prices = sorted(self.levels[side], reverse=(side == BID))
         if depth is not None:
             prices = prices[:depth]
@@ -92,12 +94,14 @@ class SimBook:
         return [[p, book[p]] for p in prices]
 
     def best(self, side: int) -> float | None:
+        """The best price of ``side`` (highest bid, lowest ask), or None when it is empty."""
         lv = self.levels[side]
         if not lv:
             return None
         return max(lv) if side == BID else min(lv)
 
     def pending(self) -> bool:
+        """Whether levels were touched since the last :meth:`flush`."""
         return bool(self._touched[0] or self._touched[1])
 
     def flush(self, timestamp: int, instrument: str) -> dict[str, Any] | None:
@@ -134,6 +138,8 @@ class SimBook:
         }
 
     def snapshot(self, timestamp: int, instrument: str) -> dict[str, Any]:
+        """The ``snapshot`` message of the whole book at the current ``change_id`` (what a new
+        ``book.*`` subscriber gets first)."""
         return {
             "type": "snapshot",
             "timestamp": timestamp,
@@ -178,13 +184,16 @@ class SimInstrument:
 
     @property
     def perpetual(self) -> bool:
+        """Whether it is a perpetual (``settlement_period`` ``perpetual``)."""
         return self.info.get("settlement_period") == "perpetual"
 
     @property
     def tick(self) -> float:
+        """The base ``tick_size`` (see :meth:`tick_at` for ``tick_size_steps``)."""
         return float(self.info["tick_size"])
 
     def tick_at(self, price: float) -> float:
+        """The tick size that applies at ``price`` (``tick_size_steps`` above their thresholds)."""
         return tick_for(self.info, price)
 
 
@@ -231,6 +240,7 @@ class Market:
 
     # ------------------------------------------------------------ clock and listing
     def now_ms(self) -> int:
+        """The market's clock, in milliseconds since the epoch."""
         return self.clock.now_ms()
 
     def _now_dt(self) -> datetime:
@@ -277,18 +287,23 @@ class Market:
 
     # ------------------------------------------------------------ queries
     def get(self, name: str) -> SimInstrument | None:
+        """A listed (not expired) instrument, or None."""
         return self.instruments.get(name)
 
     def find(self, currency: str, kind: str | None = None, expired: bool = False) -> list[SimInstrument]:
+        """The instruments ``public/get_instruments`` lists for ``currency`` (``any``: all) and ``kind``;
+        the expired ones with ``expired``."""
         pool = self.expired if expired else self.instruments
         return [i for i in pool.values()
                 if currency_matches(i.info, currency) and (kind is None or i.kind == kind)]
 
     def index_price(self, index_name: str) -> float | None:
+        """The current value of ``index_name`` (``btc_usd``; ``btc_usdc`` is the same value), or None."""
         coin = index_name.split("_")[0].upper()
         return self.index.get(coin)
 
     def index_names(self) -> list[str]:
+        """The priced indices, sorted: ``{coin}_usd`` and ``{coin}_usdc`` of every underlying."""
         return sorted({f"{c.lower()}_usd" for c in self.index} | {f"{c.lower()}_usdc" for c in self.index})
 
     # ------------------------------------------------------------ pricing

@@ -34,6 +34,8 @@ class Matching(Views):
     """Order checks, price-time priority matching, trades and edits."""
 
     def check_amount(self, inst: SimInstrument, amount: float, param: str = "amount") -> None:
+        """-32602 on ``param`` unless ``amount`` is positive, at least ``min_trade_amount`` and on the
+        contract grid (USD for inverse futures, the coin otherwise)."""
         if not math.isfinite(amount) or amount <= 0:
             raise invalid_params(param, "must be a positive number")
         minimum = float(inst.info["min_trade_amount"])
@@ -45,6 +47,7 @@ class Matching(Views):
             raise invalid_params(param, f"must be a multiple of contract size {step:g} {unit}")
 
     def check_price(self, inst: SimInstrument, price: float, param: str = "price") -> None:
+        """-32602 on ``param`` unless ``price`` is positive and on the instrument's tick grid at that price."""
         if not math.isfinite(price) or price <= 0:
             raise invalid_params(param, "must be a positive number")
         tick = inst.tick_at(price)

@@ -31,18 +31,22 @@ class Context:
 
     @property
     def market(self) -> Market:
+        """The exchange's instruments, books and price paths."""
         return self.exchange.market
 
     @property
     def accounts(self) -> Accounts:
+        """The exchange's accounts, API keys and tokens."""
         return self.exchange.accounts
 
     @property
     def engine(self) -> Engine:
+        """The exchange's order engine (placement, matching, cancels)."""
         return self.exchange.engine
 
     @property
     def heartbeat(self) -> Heartbeat:
+        """The calling connection's heartbeat (``public/set_heartbeat``)."""
         return self.session.heartbeat
 
     def account_state(self) -> AccountState:
