@@ -43,6 +43,7 @@ def settlement_currency(inst: SimInstrument) -> str:
 
 
 def is_inverse_future(inst: SimInstrument) -> bool:
+    """Whether ``inst`` is an inverse future (amounts in USD, settled in the coin)."""
     return inst.kind == "future" and not inst.linear
 
 
@@ -104,22 +105,27 @@ class SimOrder:
 
     @property
     def remaining(self) -> float:
+        """The amount not filled yet."""
         return _r(self.amount - self.filled)
 
     @property
     def side(self) -> int:
+        """The book side it rests on: ``BID`` for buys, ``ASK`` for sells."""
         return BID if self.direction == "buy" else ASK
 
     @property
     def sign(self) -> int:
+        """+1 for a buy, -1 for a sell."""
         return 1 if self.direction == "buy" else -1
 
     @property
     def is_open(self) -> bool:
+        """Whether it can still fill or be cancelled (``open`` or ``untriggered``)."""
         return self.state in OPEN_STATES
 
     @property
     def average_price(self) -> float:
+        """The average fill price (0.0 before any fill; from USD over coin for inverse futures)."""
         if self.filled <= EPS or self.cost <= 0:
             return 0.0
         if is_inverse_future(self.inst):
@@ -215,6 +221,7 @@ class AccountState:
     session_rpl: dict[str, float] = field(default_factory=dict)  # "futures:BTC" / "options:BTC" -> realized
 
     def position(self, inst: SimInstrument) -> PositionState:
+        """The account's position in ``inst``, created flat on first use."""
         pos = self.positions.get(inst.name)
         if pos is None:
             pos = self.positions[inst.name] = PositionState(inst)
@@ -248,6 +255,7 @@ class Changes:
         return ac
 
     def order(self, st: AccountState, o: SimOrder) -> None:
+        """Record that order ``o`` of ``st``'s account changed (``user.orders.*``)."""
         ac = self._for(st)
         ac.orders.pop(o.order_id, None)
         ac.orders[o.order_id] = o
@@ -255,19 +263,23 @@ class Changes:
         ac.currencies.update(_currencies_of(o.inst))
 
     def trade(self, st: AccountState, inst: SimInstrument, trade: dict[str, Any]) -> None:
+        """Record one of the account's own trades in ``inst`` (``user.trades.*``)."""
         ac = self._for(st)
         ac.trades.append(trade)
         ac.instruments[inst.name] = inst
         ac.currencies.update(_currencies_of(inst))
 
     def currency(self, st: AccountState, currency: str) -> None:
+        """Record that the account's ``currency`` balance changed (``user.portfolio.*``)."""
         self._for(st).currencies.add(currency)
 
     def public_trade(self, inst: SimInstrument, trade: dict[str, Any]) -> None:
+        """Record a trade for the public tape (``trades.*``); its book changed too."""
         self.public.setdefault(inst.name, (inst, []))[1].append(trade)
         self.books[inst.name] = inst
 
     def book(self, inst: SimInstrument) -> None:
+        """Record that ``inst``'s book changed (``book.*``)."""
         self.books[inst.name] = inst
 
 
@@ -279,6 +291,9 @@ def _currencies_of(inst: SimInstrument) -> tuple[str, ...]:
 
 @dataclass(slots=True)
 class Fill:
+    """One fill of a taking order: ``price``, ``amount`` and the resting user order it traded with
+    (``maker``; None for the market makers' liquidity)."""
+
     price: float
     amount: float
     maker: SimOrder | None  # None: market-maker liquidity
@@ -302,6 +317,7 @@ class OrderState:
         self._seq = itertools.count(1)
 
     def state(self, account: Account) -> AccountState:
+        """The account's trading state, created on first use with the default funds."""
         st = account.state
         if not isinstance(st, AccountState):
             st = AccountState(account, dict(DEFAULT_FUNDS), self.market.now_ms())
@@ -310,6 +326,7 @@ class OrderState:
         return st
 
     def now(self) -> int:
+        """The engine's time in milliseconds: the clock, never before the last market tick."""
         return max(self.market.now_ms(), self.market.last_step_ms)
 
     def band(self, inst: SimInstrument) -> tuple[float, float]:
@@ -318,6 +335,7 @@ class OrderState:
         return float(t["min_price"]), float(t["max_price"])
 
     def trigger_value(self, o: SimOrder) -> float:
+        """The price ``o``'s trigger watches: the index, mark or last price (the mark before any trade)."""
         inst = o.inst
         if o.trigger == "index_price":
             return self.market.index[inst.coin]
@@ -380,12 +398,14 @@ class OrderState:
         ch.order(st, o)
 
     def cancel(self, o: SimOrder, ch: Changes, reason: str = "user_request") -> SimOrder:
+        """Cancel ``o`` if it is still open (``cancel_reason`` ``reason``), recorded in ``ch``; returns it."""
         if o.is_open:
             self._close(o, "cancelled", ch, reason)
         return o
 
     def new_order(self, st: AccountState, inst: SimInstrument, direction: str, order_type: str, amount: float,
                   price: float | None, **kw: Any) -> SimOrder:
+        """A new order with the next order id and time priority (not yet placed in the book)."""
         now = self.now()
         return SimOrder(order_id=str(next(self._ids)), account=st.account, inst=inst, direction=direction,
                         order_type=order_type, amount=amount, price=price, created=now, updated=now,

@@ -13,10 +13,12 @@ YEAR_MS = 365.0 * 24 * 3600 * 1000
 
 
 def norm_cdf(x: float) -> float:
+    """The standard normal cumulative distribution at ``x``."""
     return 0.5 * (1.0 + math.erf(x / _SQRT2))
 
 
 def norm_pdf(x: float) -> float:
+    """The standard normal density at ``x``."""
     return _INV_SQRT_2PI * math.exp(-0.5 * x * x)
 
 
@@ -30,10 +32,13 @@ class Smile:
     curvature: float = 0.35
 
     def atm(self, t_years: float) -> float:
+        """At-the-money volatility (a fraction) at ``t_years``: from ``atm_short`` to ``atm_long`` over six months."""
         w = min(1.0, t_years / 0.5)
         return self.atm_short + (self.atm_long - self.atm_short) * w
 
     def iv(self, strike: float, forward: float, t_years: float) -> float:
+        """Implied volatility (a fraction, at least 0.05) of ``strike`` against ``forward`` at
+        ``t_years``; the skew and curvature flatten with maturity."""
         k = math.log(strike / forward)
         # smile flattens with maturity, as real surfaces do
         scale = 1.0 / math.sqrt(max(t_years, 1.0 / 365.0) / 0.25)
@@ -43,6 +48,9 @@ class Smile:
 
 @dataclass(slots=True, frozen=True)
 class OptionValue:
+    """What :func:`black76` gives: the premium in USD, delta per coin, gamma per USD, vega in USD
+    per vol point, theta in USD per day, rho in USD per rate point."""
+
     price_usd: float
     delta: float
     gamma: float

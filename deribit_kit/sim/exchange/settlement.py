@@ -23,6 +23,7 @@ class Settlement(Triggers):
     """Expiries: good_til_day orders at the rollover, instruments' settlement at expiry."""
 
     def expire_day_orders(self, now: int, ch: Changes) -> None:
+        """Cancel every ``good_til_day`` order whose expiry (the 08:00 UTC rollover) ``now`` (ms) has reached."""
         for st in self.states:
             for o in list(st.open.values()):
                 if o.expires_ms is not None and now >= o.expires_ms:

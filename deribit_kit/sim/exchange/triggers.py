@@ -20,6 +20,9 @@ class Triggers(Matching):
     """Trigger orders: watched every tick, fired when their trigger price is reached."""
 
     def check_triggers(self, ch: Changes) -> None:
+        """Fire every untriggered order whose trigger price (index, mark or last) was reached
+        (stops through it, takes back to it; a trailing stop follows the best price by its offset),
+        skipping halted and unlisted instruments; changes go to ``ch``."""
         for o in list(self.untriggered.values()):
             if o.inst.halted or o.inst.name not in self.market.instruments:
                 continue

@@ -42,6 +42,8 @@ class Views(Margin):
     """JSON views of accounts: positions, summaries, the portfolio, margins of a would-be order."""
 
     def floating(self, pos: PositionState) -> float:
+        """The position's floating PnL at the mark price, in the settlement currency (inverse futures:
+        ``size * (1/avg - 1/mark)``, in the coin)."""
         inst, size = pos.inst, pos.size
         if abs(size) <= EPS or pos.avg <= 0:
             return 0.0
@@ -51,6 +53,8 @@ class Views(Margin):
         return size * (mark - pos.avg)
 
     def delta(self, pos: PositionState) -> float:
+        """The position's delta in the coin: options ``size * delta``, inverse futures ``size / mark``
+        (size in USD), linear futures the size."""
         inst, size = pos.inst, pos.size
         if inst.kind == "option":
             return size * float(inst.greeks.get("delta", 0.0))
@@ -98,6 +102,7 @@ class Views(Margin):
         return out
 
     def positions(self, st: AccountState, currency: str = "any", kind: str | None = None) -> list[PositionState]:
+        """The account's positions in listed, non-spot instruments of ``currency`` (``any``: all) and ``kind``."""
         return [p for p in st.positions.values()
                 if p.inst.name in self.market.instruments and p.inst.kind != "spot"
                 and (currency == "any" or currency_matches(p.inst.info, currency))
@@ -225,6 +230,8 @@ class Views(Margin):
 
 
 def identity_fields(account: Account) -> dict[str, Any]:
+    """The account summary's identity fields (``id``, ``email``, ``username``, ``system_name``,
+    ``type``, ``security_keys_enabled``), made up for the embedded exchange's account."""
     return {
         "id": account.user_id,
         "email": f"{account.client_id}@sim.invalid",
@@ -236,6 +243,8 @@ def identity_fields(account: Account) -> dict[str, Any]:
 
 
 def extended_fields(st: AccountState) -> dict[str, Any]:
+    """The fields ``private/get_account_summary`` (and ``get_account_summaries``) add with
+    ``extended=true`` (creation time, fees, self-trading mode ``reject_taker``, ...)."""
     return {
         "creation_timestamp": st.created,
         "fees": [],
