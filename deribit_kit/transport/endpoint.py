@@ -50,19 +50,23 @@ class Heartbeat:
 
     @property
     def running(self) -> bool:
+        """Whether the timer runs (``public/set_heartbeat`` was called and not disabled)."""
         return self._task is not None
 
     def start(self, interval: float) -> None:
+        """(Re)start the timer: a ``test_request`` every ``interval`` seconds."""
         self.stop()
         self._task = asyncio.get_running_loop().create_task(self._beat(interval))
 
     def stop(self) -> None:
+        """Stop the timer (``public/disable_heartbeat``, or the connection closed)."""
         if self._task is not None:
             self._task.cancel()
             self._task = None
         self.awaiting = False
 
     def answered(self) -> None:
+        """The peer answered the ``test_request`` (with ``public/test``): the connection stays open."""
         self.awaiting = False
 
     async def _beat(self, interval: float) -> None:
@@ -85,7 +89,8 @@ class Peer(Protocol):
     heartbeat: Heartbeat
 
     @property
-    def credit_pools(self) -> CreditPools: ...
+    def credit_pools(self) -> CreditPools:
+        """The credit pools the peer's requests are charged to."""
 
 
 class HeartbeatContext(Protocol):
@@ -161,11 +166,13 @@ class Endpoint:
 
     # ------------------------------------------------------------ lifecycle and URLs
     async def listen(self) -> None:
+        """Start the loopback server; ``port`` is the bound one afterwards (port 0: a free one)."""
         self.server = LoopbackServer(self, self.host, self.port, self.ssl_context)
         await self.server.start()
         self.port = self.server.port
 
     async def close_listener(self) -> None:
+        """Stop the server (open connections are dropped) and cancel the endpoint's tasks."""
         if self.server is not None:
             await self.server.stop()
             self.server = None
@@ -174,18 +181,22 @@ class Endpoint:
 
     @property
     def testnet(self) -> bool:
+        """The ``testnet`` flag every response carries."""
         return self.rpc.testnet
 
     @property
     def rate_limits(self) -> bool:
+        """Whether requests are charged credits (10028 when a pool runs dry)."""
         return self.rpc.rate_limits
 
     @property
     def ws_url(self) -> str:
+        """``ws://host:port/ws/api/v2`` (``wss://`` with TLS)."""
         return f"{'wss' if self.ssl_context else 'ws'}://{self.host}:{self.port}{self.ws_path}"
 
     @property
     def http_url(self) -> str:
+        """``http://host:port`` (``https://`` with TLS); Deribit's HTTP API is under ``/api/v2``."""
         return f"{'https' if self.ssl_context else 'http'}://{self.host}:{self.port}"
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
@@ -197,6 +208,7 @@ class Endpoint:
 
     # ------------------------------------------------------------ WebSocket (WsHandler)
     def ws_path_ok(self, path: str) -> bool:
+        """Whether a WebSocket upgrade to ``path`` is accepted: ``ws_path``, a trailing slash allowed."""
         return path.rstrip("/") == self.ws_path
 
     def ws_open(self, conn: WsConnection) -> None:
@@ -229,6 +241,8 @@ class Endpoint:
         """Called with every answer before it is sent (a server's session rules)."""
 
     def ws_message(self, conn: WsConnection, data: bytes) -> None:
+        """Answer one request frame: through :attr:`rpc` with the peer's credit pools, after
+        :meth:`reply_delay`; a pending (coroutine) answer is completed in a task."""
         peer = conn.state
         if peer is None or not self.admit(peer):
             return
@@ -266,6 +280,7 @@ class Endpoint:
         return None
 
     async def http(self, request: HttpRequest) -> HttpResponse:
+        """``/healthz`` (:meth:`health`), else :meth:`route_http`, else a JSON 404."""
         if request.path == "/healthz":
             return HttpResponse(200, jsonrpc.dumps(self.health()))
         response = await self.route_http(request)

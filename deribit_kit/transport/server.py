@@ -59,10 +59,12 @@ class HttpRequest:
 
     @property
     def path(self) -> str:
+        """The target's path, without the query string."""
         return urlsplit(self.target).path
 
     @property
     def query(self) -> dict[str, str]:
+        """The query string's parameters (blank values kept; the last of a repeated name wins)."""
         return dict(parse_qsl(urlsplit(self.target).query, keep_blank_values=True))
 
 
@@ -79,17 +81,22 @@ class HttpResponse:
 class WsHandler(Protocol):
     """What a server application implements."""
 
-    def ws_path_ok(self, path: str) -> bool: ...
+    def ws_path_ok(self, path: str) -> bool:
+        """Whether a WebSocket upgrade to ``path`` is accepted (otherwise a 404)."""
 
     # optional: ``ws_refuse(path) -> (status, text) | None`` refuses an upgrade with an HTTP status
 
-    def ws_open(self, conn: WsConnection) -> None: ...
+    def ws_open(self, conn: WsConnection) -> None:
+        """A WebSocket connection was accepted."""
 
-    def ws_message(self, conn: WsConnection, data: bytes) -> None: ...
+    def ws_message(self, conn: WsConnection, data: bytes) -> None:
+        """One complete text or binary message arrived on ``conn``."""
 
-    def ws_close(self, conn: WsConnection) -> None: ...
+    def ws_close(self, conn: WsConnection) -> None:
+        """``conn`` is closed (by either side, or the TCP connection was lost)."""
 
-    async def http(self, request: HttpRequest) -> HttpResponse: ...
+    async def http(self, request: HttpRequest) -> HttpResponse:
+        """Answer one plain HTTP request."""
 
 
 class WsConnection:
@@ -111,15 +118,18 @@ class WsConnection:
         self.state: Any = None  # owned by the handler
 
     def send(self, payload: bytes) -> None:
+        """Frame ``payload`` as one text frame and write it now (dropped once closed or closing)."""
         if not self.closed and not self.transport.is_closing():
             self.transport.write(text_frame(payload))
 
     def send_frame(self, frame: bytes) -> None:
+        """Write a frame built by :func:`text_frame` (dropped once closed or closing)."""
         if not self.closed and not self.transport.is_closing():
             self.transport.write(frame)
 
     @property
     def buffered(self) -> int:
+        """Bytes written but not yet sent by the transport."""
         return self.transport.get_write_buffer_size()
 
     def close(self, code: int = 1000, reason: str = "") -> None:
@@ -374,6 +384,7 @@ class LoopbackServer:
         self._conns: set[_Conn] = set()
 
     async def start(self) -> None:
+        """Listen; ``port`` is the bound one afterwards."""
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             lambda: _Conn(self), self.host, self.port, ssl=self.ssl_context, reuse_address=True
@@ -382,14 +393,17 @@ class LoopbackServer:
 
     @property
     def scheme(self) -> str:
+        """``https`` with TLS, else ``http``."""
         return "https" if self.ssl_context else "http"
 
     @property
     def ws_scheme(self) -> str:
+        """``wss`` with TLS, else ``ws``."""
         return "wss" if self.ssl_context else "ws"
 
     @property
     def connections(self) -> int:
+        """Open TCP connections (HTTP and WebSocket)."""
         return len(self._conns)
 
     def abort_all(self) -> None:
@@ -399,6 +413,7 @@ class LoopbackServer:
                 c.transport.abort()
 
     async def stop(self) -> None:
+        """Stop listening and drop every open connection."""
         if self._server is not None:
             self._server.close()
             self.abort_all()
