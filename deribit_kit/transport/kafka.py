@@ -101,6 +101,7 @@ class LocalKafka:
 
     @property
     def bootstrap(self) -> str:
+        """``host:port``, the ``bootstrap.servers`` value for clients of this broker."""
         return f"{self.host}:{self.port}"
 
     def _binary(self) -> str:
@@ -164,6 +165,7 @@ class LocalKafka:
 
     @property
     def running(self) -> bool:
+        """Whether the process this object started is alive."""
         return self.proc is not None and self.proc.poll() is None
 
     def __enter__(self) -> LocalKafka:
