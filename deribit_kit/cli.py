@@ -59,6 +59,7 @@ def tls_context(certfile: str | None, keyfile: str | None) -> ssl.SSLContext | N
 
 # ---------------------------------------------------------------- sim
 async def run_sim(args: argparse.Namespace) -> None:
+    """``deribit-kit sim``: run the embedded exchange, print its URLs and API key, until SIGINT or SIGTERM."""
     from .sim import Simulator
 
     sim = Simulator(args.host, args.port, seed=args.seed, tick_interval=args.tick,
@@ -148,6 +149,8 @@ async def run_watch(args: argparse.Namespace) -> None:
 
 # ---------------------------------------------------------------- broker
 async def run_broker(args: argparse.Namespace) -> None:
+    """``deribit-kit broker``: serve a shared broker on its own Deribit-compatible port, fed from
+    ``--upstream`` (a URL, or ``replay:DIR``), until SIGINT or SIGTERM."""
     from .broker.port import BrokerServer
 
     ctx = tls_context(args.certfile, args.keyfile)
@@ -298,6 +301,7 @@ FAULTS = {
 
 
 async def run_fault(args: argparse.Namespace) -> None:
+    """``deribit-kit fault``: call one ``sim/*`` fault method on a running embedded exchange and print its result."""
     method, names = FAULTS[args.fault]
     if len(args.values) != len(names):
         raise SystemExit(f"fault {args.fault} takes {len(names)} argument(s): {' '.join(names) or '-'}")
@@ -314,6 +318,8 @@ async def run_fault(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``deribit-kit`` argument parser: ``sim``, ``watch``, ``broker``, ``record``, ``kafka publish``,
+    ``fault`` and ``demo``, each with its ``func``."""
     p = argparse.ArgumentParser(prog="deribit-kit", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--log-level", default="WARNING")
@@ -431,6 +437,8 @@ def run(coro: Coroutine[Any, Any, None], loop: str = "auto") -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``deribit-kit`` entry point: run the command ``argv`` names; the exit status (1 after a
+    DeribitKitError, printed to stderr; 0 otherwise, Ctrl-C included)."""
     args = build_parser().parse_args(argv)
     _setup_logging(args.log_level)
     try:
