@@ -1,4 +1,4 @@
-"""The broker's own Deribit-compatible port: external WebSocket clients share the broker's upstream.
+r"""The broker's own Deribit-compatible port: external WebSocket clients share the broker's upstream.
 
     async with BrokerServer(broker, port=0) as srv:
         print(srv.ws_url)            # ws://127.0.0.1:<port>/ws/api/v2
@@ -30,7 +30,7 @@
   table; reference data it forwards (instruments, currencies, ...) is kept ``static_ttl`` seconds.
 * Private methods are off unless ``token`` is given; then a client ``public/auth``s with the broker's
   own ``client_id``/``token`` (never the upstream key): ``client_credentials``, ``client_signature``
-  (Deribit's HMAC of ``timestamp\\nnonce\\ndata`` with the token as secret; stale timestamps and
+  (Deribit's HMAC of ``timestamp\nnonce\ndata`` with the token as secret; stale timestamps and
   exact replays refused) or ``refresh_token``; its ``private/*`` calls are then forwarded.
 """
 
@@ -333,11 +333,13 @@ class BrokerServer(Endpoint):
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> BrokerServer:
+        """Listen on ``host:port`` (port 0: a free one; see ``ws_url``, ``http_url``)."""
         await self.listen()
         log.info("broker port listening on %s", self.ws_url)
         return self
 
     async def stop(self) -> None:
+        """Write what is queued, close the listener and every connection, and stop the port's topics."""
         if self._flush_handle is not None:
             self._flush()  # what is queued goes out before the connections close
         await self.close_listener()
@@ -414,12 +416,16 @@ class BrokerServer(Endpoint):
 
     # ------------------------------------------------------------ Endpoint
     def send_reply(self, peer: Any, payload: bytes) -> None:
+        """Queue a response frame for ``peer``, written at the end of this loop turn (a reply never waits
+        for ``flush_interval``)."""
         self._reply(peer, payload)
 
     def context(self, peer: Any) -> Any:
+        """The client itself is its handlers' context."""
         return peer
 
     def admit(self, peer: Any) -> bool:
+        """Only connected clients are answered (not one refused over the connection limit)."""
         return peer in self.clients
 
     def ws_refuse(self, path: str) -> tuple[int, str] | None:
@@ -430,6 +436,8 @@ class BrokerServer(Endpoint):
         return None
 
     def ws_open(self, conn: WsConnection) -> None:
+        """A new client with its own credit pools; over ``max_connections`` it is closed with 1013
+        ``too_many_connections``."""
         c = _Client(self, conn, CreditPools())
         conn.state = c
         if len(self.clients) >= self.max_connections:
@@ -439,6 +447,8 @@ class BrokerServer(Endpoint):
         self.clients.add(c)
 
     def ws_close(self, conn: WsConnection) -> None:
+        """Forget the client: stop its heartbeat and drop its subscriptions (a topic nobody
+        receives any more stops)."""
         c: _Client | None = conn.state
         if c is None or c not in self.clients:
             return
@@ -518,7 +528,7 @@ class BrokerServer(Endpoint):
         c.conn.close(1000, reason)
 
     def _signature_ok(self, p: dict[str, Any], secret: str) -> bool:
-        """Deribit's ``client_signature`` grant: HMAC-SHA256 of ``timestamp\\nnonce\\ndata`` with the
+        r"""Deribit's ``client_signature`` grant: HMAC-SHA256 of ``timestamp\nnonce\ndata`` with the
         broker's secret; a bad signature, a timestamp out of the window or an exact replay is 13009."""
         ts, sig = p.get("timestamp"), p.get("signature")
         if isinstance(ts, str) and ts.isdigit():
@@ -646,6 +656,9 @@ class BrokerServer(Endpoint):
 
     # ------------------------------------------------------------ HTTP: health and metrics
     def metrics(self) -> dict[str, Any]:
+        """The port's figures: upstream state, clients, channels, the counters (requests, errors,
+        refused, slow disconnects, deliveries) and per client its peer, channels, ``buffered`` bytes,
+        drops, lagging, snapshots and ``age_s`` (seconds connected)."""
         now = time.monotonic()
         return {
             "status": "ok", "upstream": self.broker.upstream.state, "clients": len(self.clients),
@@ -660,11 +673,13 @@ class BrokerServer(Endpoint):
         return metrics.port_text(self.metrics()) + self.broker.prometheus()
 
     def health(self) -> dict[str, Any]:
+        """``/healthz``: :meth:`metrics` without the per-client list."""
         m = self.metrics()
         del m["per_client"]
         return m
 
     async def route_http(self, request: HttpRequest) -> HttpResponse | None:
+        """``/metrics`` (:meth:`prometheus`) and Deribit's REST surface under ``/api/v2``; other paths: None (a 404)."""
         if request.path == "/metrics":
             return HttpResponse(200, self.prometheus().encode(), "text/plain; version=0.0.4")
         if request.path.startswith(HTTP_PREFIX):
