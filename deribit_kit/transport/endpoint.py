@@ -191,7 +191,7 @@ class Endpoint:
 
     @property
     def ws_url(self) -> str:
-        """``ws://host:port/ws/api/v2`` (``wss://`` with TLS)."""
+        """``ws://host:port`` and ``ws_path`` (``/ws/api/v2`` by default); ``wss://`` with TLS."""
         return f"{'wss' if self.ssl_context else 'ws'}://{self.host}:{self.port}{self.ws_path}"
 
     @property
