@@ -4,19 +4,20 @@ https:// with a self-signed certificate, and the dashboards (plain http://) trus
 
 from __future__ import annotations
 
+import asyncio
 import json
 import ssl
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 pytest.importorskip("panel", reason="the demo serves the dashboards: needs the dashboards extra")
 
-from conftest import subscribed_messages
 from test_cli_sim import _self_signed
-from websockets.sync.client import connect
+from websockets.asyncio.client import connect
 
 from deribit_kit.ui.demo import DemoProcess, free_port
 
@@ -30,12 +31,9 @@ def test_demo_serves_wss_and_https_with_a_certificate_its_dashboards_trust(tmp_p
     try:
         urls = demo.urls
         assert urls["Broker"].startswith("wss://127.0.0.1:") and urls["Exchange"].startswith("wss://127.0.0.1:")
-        with connect(urls["Broker"], ssl=ctx, open_timeout=10) as ws:  # the port: a book over wss
-            seen = subscribed_messages(ws, "book.BTC-PERPETUAL.100ms", 2)
+        seen, answer = asyncio.run(_over_wss(urls["Broker"], urls["Exchange"], ctx))
         assert seen[0]["type"] == "snapshot" and seen[1]["prev_change_id"] == seen[0]["change_id"]
-        with connect(urls["Exchange"], ssl=ctx, open_timeout=10) as ws:  # the exchange over wss
-            ws.send(json.dumps({"jsonrpc": "2.0", "id": 7, "method": "public/test"}))
-            assert json.loads(ws.recv(timeout=10))["id"] == 7
+        assert answer["id"] == 7 and "version" in answer["result"]
         port_https = urls["Broker"].replace("wss://", "https://").removesuffix("/ws/api/v2")
         assert httpx.get(f"{port_https}/metrics", verify=ctx, timeout=10).status_code == 200
         with pytest.raises(httpx.ConnectError):  # and a client that does not trust it is refused
@@ -52,3 +50,26 @@ def test_demo_serves_wss_and_https_with_a_certificate_its_dashboards_trust(tmp_p
     finally:
         code = demo.stop()
     assert code == 0, demo.output
+
+
+async def _over_wss(port_url: str, exchange_url: str, ctx: ssl.SSLContext) -> tuple[list[Any], dict[str, Any]]:
+    """Two notifications of a book from the port and ``public/test`` at the exchange, both over wss.
+
+    The asyncio client, not the threaded one: that one reads and writes one TLS object from two
+    threads, which OpenSSL does not support (it fails at random with "[SSL] internal error")."""
+    async def run() -> tuple[list[Any], dict[str, Any]]:
+        seen: list[Any] = []
+        async with connect(port_url, ssl=ctx, open_timeout=10) as ws:  # the port: a book over wss
+            await ws.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "public/subscribe",
+                                      "params": {"channels": ["book.BTC-PERPETUAL.100ms"]}}))
+            while len(seen) < 2:
+                msg = json.loads(await ws.recv())
+                if msg.get("method") == "subscription":
+                    seen.append(msg["params"]["data"])
+                elif msg.get("id") == 1:
+                    assert msg["result"] == ["book.BTC-PERPETUAL.100ms"], msg
+        async with connect(exchange_url, ssl=ctx, open_timeout=10) as ws:  # the exchange over wss
+            await ws.send(json.dumps({"jsonrpc": "2.0", "id": 7, "method": "public/test"}))
+            answer = json.loads(await ws.recv())
+        return seen, answer
+    return await asyncio.wait_for(run(), 30)
