@@ -3,9 +3,9 @@
 
 Used by the embedded exchange and by the broker's own port. Why not a framework: fan-out wants
 to frame a notification once and write the same bytes to every subscriber's transport
-(see perf-baselines.md, table 4), and the exchange must answer oversize frames with Deribit's
-JSON-RPC error rather than a close. Writing the frame header ourselves is a few lines; parsing,
-handshakes, pings, closes and fragmentation stay with ``websockets``.
+(``bench/broker_port.py`` measures it against ``websockets.broadcast``), and the exchange must
+answer oversize frames with Deribit's JSON-RPC error rather than a close. Writing the frame
+header ourselves is a few lines; parsing, handshakes, pings, closes and fragmentation stay with ``websockets``.
 """
 
 from __future__ import annotations
