@@ -5,6 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -214,3 +220,51 @@ class ManualClock:
 
     def advance(self, seconds: float) -> None:
         self.t += seconds
+
+
+class Command:
+    """``python -m deribit_kit.cli ARGS`` in a child (the CLI's and the Kafka pipeline's tests); its stdout
+    lines arrive on a queue."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "deribit_kit.cli", *args],
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.output: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+        self.lines.put(None)
+
+    def line_starting(self, prefix: str, timeout: float = 30.0) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            line = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
+            if line is None:
+                raise AssertionError(f"exited before printing {prefix!r}: {self.output}")
+            self.output.append(line)
+            if line.startswith(prefix):
+                return line
+
+    def stop(self) -> int:
+        """Ctrl-C, wait, then every line it printed is in ``output``."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)  # only the pid this object started
+        try:
+            code = self.proc.wait(timeout=20)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+        while True:
+            try:
+                line = self.lines.get(timeout=5)
+            except queue.Empty:
+                break
+            if line is None:
+                break
+            self.output.append(line)
+        return code

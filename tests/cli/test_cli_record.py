@@ -12,8 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import book_messages
-from test_cli_broker import BrokerCommand
+from conftest import Command, book_messages
 
 from deribit_kit import recording
 
@@ -44,7 +43,7 @@ def test_record_writes_a_recording(recorded: Path) -> None:
 
 
 def test_the_broker_command_serves_a_replay(recorded: Path) -> None:
-    cmd = BrokerCommand("broker", "--upstream", f"replay:{recorded}", "--port", "0")
+    cmd = Command("broker", "--upstream", f"replay:{recorded}", "--port", "0")
     try:
         line = cmd.line_starting("broker: ")
         url = line.split()[1]
