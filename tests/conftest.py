@@ -22,6 +22,7 @@ import websockets
 
 from deribit_kit import Deribit
 from deribit_kit.events import Event
+from deribit_kit.models import Instrument
 from deribit_kit.sim import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, Simulator
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -268,3 +269,57 @@ class Command:
                 break
             self.output.append(line)
         return code
+
+
+class StubUpstream:
+    """An upstream with no exchange behind it (a unit test of the upstream seam): it accepts every
+    channel, has no reference data, and the test feeds ``sink`` itself."""
+
+    name = "stub"
+    state = "open"
+    epoch = 1
+    authenticated = False
+
+    def __init__(self) -> None:
+        self.connected = Event("connected")
+        self.disconnected = Event("disconnected")
+        self.sink: Any = None
+        self.wire: set[str] = set()
+
+    @property
+    def channels(self) -> frozenset[str]:
+        return frozenset(self.wire)
+
+    def set_sink(self, sink: Any) -> None:
+        self.sink = sink
+
+    async def subscribe(self, channels: list[str]) -> list[str]:
+        self.wire.update(channels)
+        return list(channels)
+
+    async def unsubscribe(self, channels: list[str]) -> None:
+        self.wire.difference_update(channels)
+
+    async def resync(self, channels: list[str]) -> None:
+        pass
+
+    async def instruments(self, currency: str = "any", kind: str | None = None) -> list[Instrument]:
+        return []
+
+    async def instrument(self, name: str) -> Instrument:
+        raise KeyError(name)
+
+    def cached_instrument(self, name: str) -> Instrument | None:
+        return None
+
+    async def index_price(self, index_name: str) -> float:
+        return 0.0
+
+    async def call(self, method: str, params: dict[str, Any] | None = None, *, timeout: float | None = None) -> Any:
+        raise NotImplementedError
+
+    def stats(self) -> dict[str, Any]:
+        return {}
+
+    async def close(self) -> None:
+        pass

@@ -6,38 +6,26 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from conftest import StubUpstream
+
 from deribit_kit.broker import Broker
 from deribit_kit.events import Event
-from deribit_kit.models import Instrument
 
 BOOK = "book.BTC-PERPETUAL.100ms"
 
 
-class ScriptedUpstream:
+class ScriptedUpstream(StubUpstream):
     """Accepts every channel, records every call, and lets the test feed the sink."""
 
     name = "scripted"
-    state = "open"
-    epoch = 1
-    authenticated = False
 
     def __init__(self) -> None:
-        self.connected = Event("connected")
-        self.disconnected = Event("disconnected")
+        super().__init__()
         self.interrupted = Event("interrupted")
         self.calls: list[tuple[str, list[str]]] = []
-        self.sink: Any = None
-        self.wire: set[str] = set()
         self.gate = asyncio.Event()  # unsubscribes wait for it (a slow upstream)
         self.gate.set()
         self.called = Event("called")
-
-    @property
-    def channels(self) -> frozenset[str]:
-        return frozenset(self.wire)
-
-    def set_sink(self, sink: Any) -> None:
-        self.sink = sink
 
     async def subscribe(self, channels: list[str]) -> list[str]:
         self.calls.append(("subscribe", list(channels)))
@@ -53,27 +41,6 @@ class ScriptedUpstream:
 
     async def resync(self, channels: list[str]) -> None:
         self.calls.append(("resync", list(channels)))
-
-    async def instruments(self, currency: str = "any", kind: str | None = None) -> list[Instrument]:
-        return []
-
-    async def instrument(self, name: str) -> Instrument:
-        raise KeyError(name)
-
-    def cached_instrument(self, name: str) -> Instrument | None:
-        return None
-
-    async def index_price(self, index_name: str) -> float:
-        return 0.0
-
-    async def call(self, method: str, params: dict[str, Any] | None = None, *, timeout: float | None = None) -> Any:
-        raise NotImplementedError
-
-    def stats(self) -> dict[str, Any]:
-        return {}
-
-    async def close(self) -> None:
-        pass
 
 
 def snapshot(change_id: int) -> dict[str, Any]:

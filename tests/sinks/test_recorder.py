@@ -19,13 +19,12 @@ import orjson
 import pytest
 import websockets
 import zstandard
+from conftest import StubUpstream
 
 from deribit_kit import Deribit, recording
 from deribit_kit.broker import Broker
 from deribit_kit.broker.consumer import Item, Notification
 from deribit_kit.errors import RecorderError
-from deribit_kit.events import Event
-from deribit_kit.models import Instrument
 from deribit_kit.recording.format import CH_AT, CK_AT, KIND_AT, T_SLICE
 from deribit_kit.sim import Simulator
 from deribit_kit.sinks import Recorder
@@ -272,58 +271,12 @@ async def test_option_chains_follow_the_calendar_while_recording(tmp_path: Path)
     await rp.close()
 
 
-class Source:
+class Source(StubUpstream):
     """An upstream with no exchange behind it whose notifications have no raw text (a topic, a
     translated feed): the recorder encodes each frame itself."""
 
     name = "no-raw"
-    state = "open"
     epoch = 7
-    authenticated = False
-
-    def __init__(self) -> None:
-        self.connected = Event("connected")
-        self.disconnected = Event("disconnected")
-        self.sink: Any = None
-        self.wire: set[str] = set()
-
-    @property
-    def channels(self) -> frozenset[str]:
-        return frozenset(self.wire)
-
-    def set_sink(self, sink: Any) -> None:
-        self.sink = sink
-
-    async def subscribe(self, channels: list[str]) -> list[str]:
-        self.wire.update(channels)
-        return list(channels)
-
-    async def unsubscribe(self, channels: list[str]) -> None:
-        self.wire.difference_update(channels)
-
-    async def resync(self, channels: list[str]) -> None:
-        pass
-
-    async def instruments(self, currency: str = "any", kind: str | None = None) -> list[Instrument]:
-        return []
-
-    async def instrument(self, name: str) -> Instrument:
-        raise KeyError(name)
-
-    def cached_instrument(self, name: str) -> Instrument | None:
-        return None
-
-    async def index_price(self, index_name: str) -> float:
-        return 0.0
-
-    async def call(self, method: str, params: dict[str, Any] | None = None, *, timeout: float | None = None) -> Any:
-        raise NotImplementedError
-
-    def stats(self) -> dict[str, Any]:
-        return {}
-
-    async def close(self) -> None:
-        pass
 
 
 async def test_frames_without_raw_text_are_encoded_once(tmp_path: Path) -> None:
