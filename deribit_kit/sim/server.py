@@ -29,9 +29,10 @@ from ..transport.server import HttpRequest, HttpResponse, WsConnection, text_fra
 from ..wire import jsonrpc
 from ..wire.credits import CreditPools
 from ..wire.rpcserver import Answer, RpcServer, http_request
-from .exchange import Account, Accounts, AccountState, Exchange, Market, StepResult
+from .exchange import Account, AccountState, Exchange, StepResult
 from .pubsub import PubSub
 from .rpc import METHODS, Context
+from .rpc.context import ExchangeParts
 
 log = logging.getLogger("deribit_kit.sim")
 
@@ -165,7 +166,7 @@ class Session:
         self.heartbeat.stop()
 
 
-class Simulator(Endpoint):
+class Simulator(Endpoint, ExchangeParts):
     """The embedded Deribit-compatible exchange."""
 
     def __init__(
@@ -214,17 +215,7 @@ class Simulator(Endpoint):
         self.step_listeners: list[Callable[[StepResult], None]] = []
         self.session_closed_listeners: list[Callable[[Session], None]] = [self._cancel_on_disconnect]
 
-    # ------------------------------------------------------------ the parts, by their old names
-    @property
-    def market(self) -> Market:
-        """The exchange's instruments, books and price paths (``exchange.market``)."""
-        return self.exchange.market
-
-    @property
-    def accounts(self) -> Accounts:
-        """The exchange's accounts and API keys (``exchange.accounts``)."""
-        return self.exchange.accounts
-
+    # ------------------------------------------------------------ the parts, by their old names (and ExchangeParts')
     @property
     def max_send_buffer(self) -> int:
         """Bytes a connection may have unsent before it is cut off (``connection_too_slow``)."""

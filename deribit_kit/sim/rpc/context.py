@@ -15,7 +15,30 @@ if TYPE_CHECKING:
     from ..server import Faults, Session
 
 
-class Context:
+class ExchangeParts:
+    """The exchange's parts by name (``market``, ``accounts``, ``engine``) for whatever holds an
+    ``exchange``: the handler context and the :class:`~deribit_kit.sim.server.Simulator`."""
+
+    __slots__ = ()
+    exchange: Exchange
+
+    @property
+    def market(self) -> Market:
+        """The exchange's instruments, books and price paths (``exchange.market``)."""
+        return self.exchange.market
+
+    @property
+    def accounts(self) -> Accounts:
+        """The exchange's accounts, API keys and tokens (``exchange.accounts``)."""
+        return self.exchange.accounts
+
+    @property
+    def engine(self) -> Engine:
+        """The exchange's order engine: placement, matching, cancels (``exchange.engine``)."""
+        return self.exchange.engine
+
+
+class Context(ExchangeParts):
     """One connection's handler context: ``exchange`` (pure state), ``session``, ``pubsub`` and
     ``control`` (the faults and the clock, ``None`` when ``sim/*`` methods are off)."""
 
@@ -28,21 +51,6 @@ class Context:
         self.pubsub = pubsub
         self.control = control
         self.min_heartbeat_interval = min_heartbeat_interval
-
-    @property
-    def market(self) -> Market:
-        """The exchange's instruments, books and price paths."""
-        return self.exchange.market
-
-    @property
-    def accounts(self) -> Accounts:
-        """The exchange's accounts, API keys and tokens."""
-        return self.exchange.accounts
-
-    @property
-    def engine(self) -> Engine:
-        """The exchange's order engine (placement, matching, cancels)."""
-        return self.exchange.engine
 
     @property
     def heartbeat(self) -> Heartbeat:
