@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -160,31 +161,36 @@ async def test_a_late_reader_bootstraps_from_the_snapshots_topic(kafka: LocalKaf
         await sink.stop()
 
 
-async def test_a_skipped_change_id_reaches_the_remote_as_a_resync(kafka: LocalKafka, prefix: str, sim: Simulator,
-                                                                 dk: Deribit) -> None:
+@asynccontextmanager
+async def book_pipeline(kafka: LocalKafka, prefix: str, dk: Deribit,
+                        changes: int) -> AsyncIterator[tuple[KafkaSink, Remote, LiveBook]]:
+    """The sink publishing BTC's book, a remote reading it, and the remote's book once it has applied
+    ``changes`` changes; the remote is closed and the sink stopped on the way out."""
     sink = await KafkaSink(dk.broker, kafka.bootstrap, prefix=prefix, channels=[BOOK], linger_ms=5).start()
     remote = Remote(kafka.bootstrap, prefix)
     try:
         book = await remote.book()
-        await until(lambda: book.book.changes >= 5)
+        await until(lambda: book.book.changes >= changes)
+        yield sink, remote, book
+    finally:
+        await remote.close()
+        await sink.stop()
+
+
+async def test_a_skipped_change_id_reaches_the_remote_as_a_resync(kafka: LocalKafka, prefix: str, sim: Simulator,
+                                                                 dk: Deribit) -> None:
+    async with book_pipeline(kafka, prefix, dk, changes=5) as (sink, remote, book):
         sim.faults.skip_change_id(BTC)
         await until(lambda: book.book.gaps >= 1 and book.book.resyncs >= 1 and book.state == "live")
         local = dk.broker.books[BTC].book
         assert (book.book.gaps, book.book.resyncs) == (local.gaps, local.resyncs)  # the live book's counts
         assert sink.markers.get("resync", 0) >= 1 and remote.source.breaks >= 1
         await assert_equal_after_halt(sim, dk, book)
-    finally:
-        await remote.close()
-        await sink.stop()
 
 
 async def test_duplicates_and_malformed_values_are_skipped(kafka: LocalKafka, prefix: str, sim: Simulator,
                                                           dk: Deribit) -> None:
-    sink = await KafkaSink(dk.broker, kafka.bootstrap, prefix=prefix, channels=[BOOK], linger_ms=5).start()
-    remote = Remote(kafka.bootstrap, prefix)
-    try:
-        book = await remote.book()
-        await until(lambda: book.book.changes >= 10)
+    async with book_pipeline(kafka, prefix, dk, changes=10) as (_sink, remote, book):
         sim.faults.halt(BTC)
         want = (await exchange_book(dk, BTC))["change_id"]
         await until(lambda: book.book.change_id == want)
@@ -209,9 +215,6 @@ async def test_duplicates_and_malformed_values_are_skipped(kafka: LocalKafka, pr
         sim.faults.halt(BTC, False)
         await until(lambda: book.book.changes >= before[0] + 3)  # the rest is unaffected
         await assert_equal_after_halt(sim, dk, book)
-    finally:
-        await remote.close()
-        await sink.stop()
 
 
 async def test_a_full_producer_queue_gives_a_gap_marker(kafka: LocalKafka, prefix: str, sim: Simulator,
