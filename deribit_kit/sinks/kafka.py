@@ -56,13 +56,11 @@ from ..broker.broker import Broker
 from ..broker.consumer import Consumer, Item, Notification
 from ..errors import DeribitKitError, KafkaUnavailable
 from ..live.chain import OptionChain
-from ..live.livebook import LiveBook
-from ..live.orderbook import LIVE
 from ..pipeline import schema
 from ..pipeline.murmur2 import partition_for
 from ..transport.kafka import ensure_topics
 from ..wire.channels import ChannelError, parse_channel
-from ._chain import ChainChannels
+from ._chain import BrokerEvents, ChainChannels, HeldBooks, consumer_channels
 
 __all__ = ["KafkaSink"]
 
@@ -174,7 +172,7 @@ class KafkaSink:
         self._by_key: dict[tuple[str, bytes], list[_Chan]] = {}
         self._seq: dict[tuple[str, int], int] = {}
         self._nparts: dict[str, int] = {}
-        self._held: dict[str, LiveBook] = {}
+        self._held = HeldBooks(broker)
         self._epoch = 0
         self._gapped: set[str] = set()
         self._outage = False
@@ -188,7 +186,7 @@ class KafkaSink:
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._started = False
-        self._hooked = False
+        self._events = BrokerEvents(broker, self._on_connected, self._on_disconnected, self._on_resyncing)
         self._stopped = asyncio.Event()
 
     # ------------------------------------------------------------ the hot path
@@ -281,8 +279,8 @@ class KafkaSink:
     # ------------------------------------------------------------ snapshots and markers
     def _snapshot(self, st: _Chan) -> bool:
         """A snapshot of ``st``'s book as the broker holds it now (only when it is live)."""
-        live = self._held.get(st.name)
-        if live is None or live.book.state != LIVE:
+        live = self._held.live(st.name)
+        if live is None:
             return False
         data = live.snapshot()
         if data is None:
@@ -472,17 +470,6 @@ class KafkaSink:
         return Producer(conf)
 
     # ------------------------------------------------------------ channels and books
-    def _hold(self, channels: Iterable[str]) -> None:
-        for ch in channels:
-            if ch in self._held:
-                continue
-            try:
-                info = parse_channel(ch)
-            except ChannelError:
-                continue
-            if info.family == "book":
-                self._held[ch] = self.broker.hold_book(ch)
-
     async def _joined(self, channels: list[str]) -> None:
         """Channels that joined: their instrument and a channel record, and a snapshot of books already live."""
         for ch in channels:
@@ -510,9 +497,7 @@ class KafkaSink:
     def _left(self, channels: list[str]) -> None:
         for ch in channels:
             self._meta("channels", ch, "channel", orjson.dumps({"on": False}))
-            live = self._held.pop(ch, None)
-            if live is not None:
-                live.release()
+            self._held.release((ch,))
             st = self._chans.pop(ch, None)
             if st is not None:
                 self._gapped.discard(ch)
@@ -553,17 +538,14 @@ class KafkaSink:
         self.state = "ok"
         up = self.broker.upstream
         self._epoch = int(up.epoch)
-        up.connected.connect(self._on_connected)
-        up.disconnected.connect(self._on_disconnected)
-        self.broker.resyncing.connect(self._on_resyncing)
-        self._hooked = True
+        self._events.hook()
         attach = getattr(self.broker, "attach", None)
         if attach is not None:
             attach(self.name, self)
         self._tasks.append(loop.create_task(self._supervise()))
         try:
             if self.requested:
-                self._hold(self.requested)
+                self._held.hold(self.requested)
                 self._consumer = self.broker.consumer(self.requested, "drop_oldest", 1, callback=self._on_item,
                                                       name=f"{self.name}:channels")
                 await self._consumer.start()
@@ -587,7 +569,7 @@ class KafkaSink:
                                         name=f"{self.name}:{currency}-{kind}:{template.split('.')[0]}")
             await cons.start()
             self._chain_consumers.append(cons)
-            channels = ChainChannels(cons, self._hold, self._joined, self._left)
+            channels = ChainChannels(cons, self._held.hold, self._joined, self._left)
             chain = OptionChain(self.broker.upstream, currency, None, kind, None, template, channels)
             self._chains.append(chain)
             added, _ = await chain.refresh()
@@ -618,10 +600,7 @@ class KafkaSink:
     @property
     def channels(self) -> list[str]:
         """Every channel published now."""
-        chans = list(self._consumer.channels) if self._consumer is not None else []
-        for c in self._chain_consumers:
-            chans += c.channels
-        return sorted(set(chans))
+        return consumer_channels(self._consumer, self._chain_consumers)
 
     async def flush(self, timeout: float = 10.0) -> int:
         """Wait until librdkafka delivered what is queued (or ``timeout``); returns what is left."""
@@ -643,15 +622,8 @@ class KafkaSink:
         for c in [self._consumer, *self._chain_consumers]:
             if c is not None:
                 c.close_nowait()
-        for live in self._held.values():
-            live.release()
-        self._held.clear()
-        if self._hooked:
-            self._hooked = False
-            up = self.broker.upstream
-            up.connected.disconnect(self._on_connected)
-            up.disconnected.disconnect(self._on_disconnected)
-            self.broker.resyncing.disconnect(self._on_resyncing)
+        self._held.release_all()
+        self._events.unhook()
         left = await self.flush(timeout)
         for t in self._tasks:
             t.cancel()

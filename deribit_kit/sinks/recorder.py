@@ -50,13 +50,11 @@ from ..broker.broker import Broker
 from ..broker.consumer import Consumer, Item, Notification
 from ..errors import DeribitKitError, RecorderError
 from ..live.chain import OptionChain
-from ..live.livebook import LiveBook
-from ..live.orderbook import LIVE
 from ..recording import manifest as _manifest
 from ..recording.format import SCHEMA_VERSION, checkpoint_line, event_line, notification_frame
 from ..recording.writer import SEGMENT_GLOB, SegmentWriter, segment_header
 from ..wire.channels import ChannelError, parse_channel
-from ._chain import ChainChannels
+from ._chain import BrokerEvents, ChainChannels, HeldBooks, consumer_channels
 
 __all__ = ["Recorder"]
 
@@ -127,8 +125,8 @@ class Recorder:
         self._overflow_since = 0
         # per channel
         self._prefix: dict[str, bytes] = {}
-        self._book_set: set[str] = set()
-        self._held: dict[str, LiveBook] = {}
+        self._held = HeldBooks(broker)
+        self._books = self._held.books  # the held book channels (the hot path asks)
         self._missing: set[str] = set()
         self._epoch = 0
         self._ep = b""
@@ -149,7 +147,7 @@ class Recorder:
         self._pool: ThreadPoolExecutor | None = None
         self._started = False
         self._stopping = False
-        self._hooked = False
+        self._events = BrokerEvents(broker, self._on_connected, self._on_disconnected, self._on_resyncing)
 
     # ------------------------------------------------------------ the hot path
     def _on_item(self, n: Item) -> None:
@@ -181,7 +179,7 @@ class Recorder:
         self.frames += 1
         self.counts[ch] += 1
         size = self._pending = self._pending + len(line)
-        if ch in self._book_set:
+        if ch in self._books:
             data = n.data
             if type(data) is dict and data.get("type") == "snapshot":
                 self._event("snapshot", ch=ch, change_id=data.get("change_id"))
@@ -242,25 +240,9 @@ class Recorder:
     # ------------------------------------------------------------ books: holds and checkpoints
     def _hold(self, channels: Iterable[str]) -> None:
         """Hold the broker's live book of each book channel (checkpoints are built from it)."""
-        for ch in channels:
-            if ch in self._held:
-                continue
-            try:
-                info = parse_channel(ch)
-            except ChannelError:
-                continue
-            if info.family == "book":
-                live = self._held[ch] = self.broker.hold_book(ch)
-                self._book_set.add(ch)
-                if live.book.state == LIVE:  # the broker had it live: its snapshot went by before us
-                    self._checkpoint([ch])
-
-    def _let_go(self, channels: Iterable[str]) -> None:
-        for ch in channels:
-            live = self._held.pop(ch, None)
-            self._book_set.discard(ch)
-            if live is not None:
-                live.release()
+        for ch in self._held.hold(channels):
+            if self._held.live(ch) is not None:  # the broker had it live: its snapshot went by before us
+                self._checkpoint([ch])
 
     def _joined(self, channels: list[str]) -> None:
         self._manifest_dirty = True
@@ -269,8 +251,8 @@ class Recorder:
         """A checkpoint line for each live book of ``channels``, as the books are now."""
         out = []
         for ch in channels:
-            live = self._held.get(ch)
-            if live is None or live.book.state != LIVE:
+            live = self._held.live(ch)
+            if live is None:
                 continue
             data = live.snapshot()
             if data is None:
@@ -316,10 +298,7 @@ class Recorder:
             raise RecorderError(f"cannot record into {d}: {exc}") from exc
         self._event("recorder_start", schema=SCHEMA_VERSION, source=up.name, upstream_state=up.state,
                     channels=self.requested, books=self.currencies, kind=self.kind, kit=self._writer.kit_version)
-        up.connected.connect(self._on_connected)
-        up.disconnected.connect(self._on_disconnected)
-        self.broker.resyncing.connect(self._on_resyncing)
-        self._hooked = True
+        self._events.hook()
         attach = getattr(self.broker, "attach", None)  # listed on the broker's metrics and ops page
         if attach is not None:
             attach(self.name, self)
@@ -334,7 +313,7 @@ class Recorder:
                 missing = sorted(set(self.requested) - set(self._consumer.accepted))
                 if missing:
                     log.warning("recorder %s: the upstream refused %s", self.name, ", ".join(missing))
-                    self._let_go(missing)
+                    self._held.release(missing)
                 self._joined(self._consumer.accepted)
             for currency in self.currencies:
                 for kind in (KINDS if self.kind == "any" else (self.kind,)):
@@ -355,7 +334,7 @@ class Recorder:
         self._chain_consumers.append(cons)
         chain = OptionChain(self.broker.upstream, currency, None, kind, None,
                             f"book.{{name}}.{self.book_interval}", ChainChannels(cons, self._hold, self._joined,
-                                                                                self._let_go))
+                                                                                self._held.release))
         self._chains.append(chain)
         added, _ = await chain.refresh()
         log.info("recorder %s: %d %s %s book channel(s)", self.name, len(added), currency, kind)
@@ -377,10 +356,7 @@ class Recorder:
     @property
     def channels(self) -> list[str]:
         """Every channel recorded now."""
-        chans = list(self._consumer.channels) if self._consumer is not None else []
-        for c in self._chain_consumers:
-            chans += c.channels
-        return sorted(set(chans))
+        return consumer_channels(self._consumer, self._chain_consumers)
 
     async def run(self, seconds: float | None = None) -> dict[str, Any]:
         """Start (if needed), record for ``seconds`` (``None``: until cancelled or failed), then stop;
@@ -412,15 +388,10 @@ class Recorder:
         for chain in self._chains:
             if chain.on_close is not None:
                 chain.on_close(chain)
-        self._let_go(list(self._held))
+        self._held.release_all()
         if self._refresh_task is not None:
             self._refresh_task.cancel()
-        if self._hooked:
-            self._hooked = False
-            up = self.broker.upstream
-            up.connected.disconnect(self._on_connected)
-            up.disconnected.disconnect(self._on_disconnected)
-            self.broker.resyncing.disconnect(self._on_resyncing)
+        if self._events.unhook():
             detach = getattr(self.broker, "detach", None)
             if detach is not None:
                 detach(self.name, self)
@@ -497,7 +468,7 @@ class Recorder:
         now = time.time_ns()
         if not final and now - self._last_ck >= self.snapshot_interval * 1e9:
             self._last_ck = now
-            self._checkpoint(list(self._held))
+            self._checkpoint(list(self._books))
         lines, self._lines = self._lines, []
         data = b"".join(lines)
         seg = self.segments[-1]
@@ -513,7 +484,7 @@ class Recorder:
         n_head = 0
         if rotate:  # taken now, with the lines above: the next segment starts with every live book as it is
             self._last_ck = now
-            ck = self._checkpoint_lines(list(self._held), now)
+            ck = self._checkpoint_lines(list(self._books), now)
             first = self._new_segment(now)
             head, n_head = b"".join(ck), len(ck)
             new = self.segments[-1]
