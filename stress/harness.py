@@ -20,6 +20,7 @@ Everything talks to 127.0.0.1 only.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import gc
@@ -34,7 +35,7 @@ import traceback
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import websockets
@@ -429,6 +430,18 @@ class Chain:
         return sorted(self.bids.items(), reverse=True), sorted(self.asks.items())
 
 
+class FollowsChains:
+    """A client that keeps a :class:`Chain` for each book channel it follows: ``_note`` (its peer's
+    ``on_note``) feeds the channel's chain, and skips channels it does not keep."""
+
+    chains: dict[str, Chain]
+
+    def _note(self, channel: str, data: Any) -> None:
+        chain = self.chains.get(channel)
+        if chain is not None:
+            chain.feed(data)
+
+
 # ---------------------------------------------------------------- printing
 
 
@@ -500,3 +513,30 @@ def counter_lines(title: str, counts: Counter[str] | dict[str, int], limit: int 
     if len(items) > limit:
         out.append(f"    ... and {len(items) - limit} more kinds")
     return out
+
+
+# ---------------------------------------------------------------- the command line
+
+
+class Reported(Protocol):
+    """A campaign's result as its command line ends: the report and whether every target was met."""
+
+    @property
+    def ok(self) -> bool: ...
+
+    def report(self) -> str: ...
+
+
+def campaign_options(p: argparse.ArgumentParser, verbose: str | None = None) -> None:
+    """The options every campaign takes after its own: ``--seed``, ``--verbose`` (with ``verbose`` as
+    its help, when the campaign has it) and ``--strict``."""
+    p.add_argument("--seed", type=int, default=1)
+    if verbose is not None:
+        p.add_argument("--verbose", action="store_true", help=verbose)
+    p.add_argument("--strict", action="store_true", help="exit with status 1 when a target is missed")
+
+
+def finish(result: Reported, strict: bool) -> int:
+    """Print the report; the exit status (1 when ``strict`` and a target is missed)."""
+    print(result.report())
+    return 1 if strict and not result.ok else 0

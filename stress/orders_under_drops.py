@@ -37,7 +37,18 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 import websockets
-from harness import Figures, Outcome, Peer, PeerClosed, PeerError, Problems, counter_lines, expect
+from harness import (
+    Figures,
+    Outcome,
+    Peer,
+    PeerClosed,
+    PeerError,
+    Problems,
+    campaign_options,
+    counter_lines,
+    expect,
+    finish,
+)
 
 from deribit_kit import Deribit, DeribitKitError
 from deribit_kit.errors import is_retryable
@@ -370,14 +381,11 @@ def add_arguments(p: argparse.ArgumentParser, prefix: str = "") -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     add_arguments(p)
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--verbose", action="store_true", help="print progress every 100 trials")
-    p.add_argument("--strict", action="store_true", help="exit with status 1 when a target is missed")
+    campaign_options(p, verbose="print progress every 100 trials")
     a = p.parse_args(argv)
     r = asyncio.run(run(a.trials, a.seed, latency_share=a.latency_share, drop_ms=a.drop_ms,
                         max_seconds=a.max_seconds, fresh_backoff=not a.growing_backoff, verbose=a.verbose))
-    print(r.report())
-    return 1 if a.strict and not r.ok else 0
+    return finish(r, a.strict)
 
 
 if __name__ == "__main__":

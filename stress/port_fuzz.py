@@ -55,11 +55,14 @@ from harness import (
     Chain,
     Child,
     Figures,
+    FollowsChains,
     Outcome,
     Peer,
     PeerClosed,
     Problems,
+    campaign_options,
     counter_lines,
+    finish,
     instrument_names,
     mib,
     rss_kib,
@@ -495,18 +498,13 @@ async def _raw_tcp(host: str, port: int, rnd: Round, res: FuzzResult, rng: rando
         await asyncio.sleep(0.01)
 
 
-class Follower:
+class Follower(FollowsChains):
     """A client that holds the followed book channels for the whole run and keeps their chains."""
 
     def __init__(self, peer: Peer) -> None:
         self.peer = peer
         self.chains: dict[str, Chain] = {ch: Chain() for ch in FOLLOWED}
         peer.on_note = self._note
-
-    def _note(self, channel: str, data: Any) -> None:
-        chain = self.chains.get(channel)
-        if chain is not None:
-            chain.feed(data)
 
     @classmethod
     async def open(cls, url: str) -> Follower:
@@ -701,13 +699,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     add_arguments(p)
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--verbose", action="store_true", help="print a line after each round")
-    p.add_argument("--strict", action="store_true", help="exit with status 1 when a target is missed")
+    campaign_options(p, verbose="print a line after each round")
     a = p.parse_args(argv)
     r = asyncio.run(run(a.frames, a.rounds, a.seed, connections=a.connections, verbose=a.verbose))
-    print(r.report())
-    return 1 if a.strict and not r.ok else 0
+    return finish(r, a.strict)
 
 
 if __name__ == "__main__":

@@ -43,10 +43,13 @@ from harness import (
     Chain,
     Child,
     Figures,
+    FollowsChains,
     Outcome,
     Peer,
     PeerClosed,
     Problems,
+    campaign_options,
+    finish,
     instrument_names,
     mib,
     rss_kib,
@@ -184,7 +187,7 @@ def sample_line(s: Sample) -> str:
 # ---------------------------------------------------------------- the clients
 
 
-class PortClient:
+class PortClient(FollowsChains):
     """An external client of the port: subscribes, leaves, reconnects; rebuilds its books."""
 
     def __init__(self, url: str, pool: list[str], rng: random.Random, res: SoakResult) -> None:
@@ -192,11 +195,6 @@ class PortClient:
         self.peer: Peer | None = None
         self.subs: set[str] = set()
         self.chains: dict[str, Chain] = {}
-
-    def _note(self, channel: str, data: Any) -> None:
-        chain = self.chains.get(channel)
-        if chain is not None:
-            chain.feed(data)
 
     async def _connect(self) -> Peer:
         self.peer = await Peer.open(self.url, self._note, timeout=10)
@@ -507,13 +505,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     add_arguments(p)
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--strict", action="store_true", help="exit with status 1 when a target is missed")
+    campaign_options(p)
     a = p.parse_args(argv)
     print(f"soak: {a.clients} clients for {a.minutes:g} min, the upstream dropped every {a.drop_every:g} s", flush=True)
     r = asyncio.run(run(a.minutes, a.clients, a.seed, drop_every=a.drop_every))
-    print(r.report())
-    return 1 if a.strict and not r.ok else 0
+    return finish(r, a.strict)
 
 
 if __name__ == "__main__":
