@@ -167,6 +167,12 @@ def expect(event: Event) -> asyncio.Future[Any]:
     return fut
 
 
+async def reconnecting_client(sim: Simulator) -> Deribit:
+    """An authenticated client on ``sim`` that reconnects quickly (backoff 0.01 s, at most 0.2 s)."""
+    return await Deribit.connect(sim.ws_url, client_id=DEMO_CLIENT_ID, client_secret=DEMO_CLIENT_SECRET,
+                                 backoff_initial=0.01, backoff_max=0.2)
+
+
 @pytest.fixture
 def no_env_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     """Keys or a target in the developer's environment must not leak into a test."""

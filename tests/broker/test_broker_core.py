@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 import pytest
+from conftest import reconnecting_client
 
 from deribit_kit import Deribit, Notification
 from deribit_kit.broker import Broker, ConsumerClosed, Gap, LiveBook, chunk_channels
@@ -23,21 +24,16 @@ async def manual_sim() -> AsyncIterator[Simulator]:
         yield s
 
 
-async def _client(sim: Simulator) -> Deribit:
-    return await Deribit.connect(sim.ws_url, client_id=DEMO_CLIENT_ID, client_secret=DEMO_CLIENT_SECRET,
-                                 backoff_initial=0.01, backoff_max=0.2)
-
-
 @pytest.fixture
 async def dk(sim: Simulator) -> AsyncIterator[Deribit]:
-    c = await _client(sim)
+    c = await reconnecting_client(sim)
     yield c
     await c.close()
 
 
 @pytest.fixture
 async def mdk(manual_sim: Simulator) -> AsyncIterator[Deribit]:
-    c = await _client(manual_sim)
+    c = await reconnecting_client(manual_sim)
     yield c
     await c.close()
 

@@ -17,11 +17,10 @@ import httpx
 import orjson
 import pytest
 import websockets
-from conftest import RawPeer, connect_peer, expect
+from conftest import RawPeer, connect_peer, expect, reconnecting_client
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from deribit_kit import Deribit
 from deribit_kit.broker import Broker
 from deribit_kit.broker.port import BrokerServer
 from deribit_kit.live.orderbook import OrderBook
@@ -31,14 +30,9 @@ PERP = "BTC-PERPETUAL"
 BOOK = f"book.{PERP}.100ms"
 
 
-async def _upstream(sim: Simulator) -> Deribit:
-    return await Deribit.connect(sim.ws_url, client_id=DEMO_CLIENT_ID, client_secret=DEMO_CLIENT_SECRET,
-                                 backoff_initial=0.01, backoff_max=0.2)
-
-
 @pytest.fixture
 async def port(sim: Simulator) -> AsyncIterator[BrokerServer]:
-    dk = await _upstream(sim)
+    dk = await reconnecting_client(sim)
     broker = Broker(dk)
     async with BrokerServer(broker, max_channels=5) as srv:
         yield srv
@@ -231,7 +225,7 @@ async def test_subscribe_and_leave_in_one_read_lets_every_channel_go(sim: Simula
 
 
 async def test_slow_client_is_conflated_fast_one_unaffected(sim: Simulator) -> None:
-    dk = await _upstream(sim)
+    dk = await reconnecting_client(sim)
     broker = Broker(dk)
     chans = [f"book.{n}.100ms" for n in ("BTC-PERPETUAL", "ETH-PERPETUAL")] + [f"ticker.{PERP}.100ms"]
     async with BrokerServer(broker, max_buffer=2048) as srv:
@@ -293,7 +287,7 @@ async def test_errors_and_limits_leave_others_alone(port: BrokerServer) -> None:
 
 
 async def test_connection_limit_answers_http_429(sim: Simulator) -> None:
-    dk = await _upstream(sim)
+    dk = await reconnecting_client(sim)
     broker = Broker(dk)
     try:
         async with BrokerServer(broker, max_connections=1) as srv:
@@ -310,7 +304,7 @@ async def test_connection_limit_answers_http_429(sim: Simulator) -> None:
 
 
 async def test_private_forwarding_needs_the_broker_token(sim: Simulator) -> None:
-    dk = await _upstream(sim)
+    dk = await reconnecting_client(sim)
     broker = Broker(dk)
     async with BrokerServer(broker, token="s3cret", client_id="me") as srv:
         p = await connect_peer(srv.ws_url)
@@ -355,7 +349,7 @@ async def test_wss_with_a_self_signed_certificate(sim: Simulator, tmp_path: Path
     server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_ctx.load_cert_chain(cf, kf)
     client_ctx = ssl.create_default_context(cafile=str(cf))
-    dk = await _upstream(sim)
+    dk = await reconnecting_client(sim)
     broker = Broker(dk)
     async with BrokerServer(broker, ssl_context=server_ctx) as srv:
         assert srv.ws_url.startswith("wss://")
@@ -370,7 +364,7 @@ async def test_wss_with_a_self_signed_certificate(sim: Simulator, tmp_path: Path
 
 async def test_ccxt_pro_watch_order_book_through_the_broker() -> None:
     async with Simulator(seed=11, autostep=False, rate_limits=False) as sim:
-        dk = await _upstream(sim)
+        dk = await reconnecting_client(sim)
         broker = Broker(dk)
         async with BrokerServer(broker) as srv:
             ex = ccxt_pro.deribit({"enableRateLimit": False})
@@ -417,7 +411,7 @@ _frame = st.one_of(
 
 @pytest.fixture
 async def fuzz_target(sim: Simulator) -> AsyncIterator[tuple[BrokerServer, list[websockets.ClientConnection]]]:
-    dk = await _upstream(sim)
+    dk = await reconnecting_client(sim)
     broker = Broker(dk)
     async with BrokerServer(broker, rate_limits=False) as srv:
         conns = [await websockets.connect(srv.ws_url, max_size=2**24)]
@@ -446,7 +440,7 @@ async def test_fuzz_frames(fuzz_target: tuple[BrokerServer, list[websockets.Clie
 async def test_interval_channels_wait_for_the_flush_window_replies_never(sim: Simulator) -> None:
     """With a (huge) flush window, 100ms book changes queue up instead of going out each loop turn;
     a reply is never held and takes them along, in order and chained."""
-    dk = await _upstream(sim)
+    dk = await reconnecting_client(sim)
     broker = Broker(dk)
     async with BrokerServer(broker, flush_interval=30.0) as srv:
         p = await connect_peer(srv.ws_url)
@@ -468,7 +462,7 @@ async def test_interval_channels_wait_for_the_flush_window_replies_never(sim: Si
 
 
 async def test_channels_without_interval_are_not_held(sim: Simulator) -> None:
-    dk = await _upstream(sim)
+    dk = await reconnecting_client(sim)
     broker = Broker(dk)
     async with BrokerServer(broker, flush_interval=30.0) as srv:
         p = await connect_peer(srv.ws_url)
