@@ -49,7 +49,7 @@ import msgspec
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from ..errors import DeribitKitError, KafkaUnavailable, error_for_code, invalid_params
+from ..errors import DeribitKitError, KafkaUnavailable, error_for_code
 from ..events import Event
 from ..models import Instrument
 from ..pipeline import continuity as cont
@@ -57,7 +57,7 @@ from ..pipeline import schema
 from ..pipeline.murmur2 import partition_for
 from ..transport.kafka import ensure_topics, pipeline_topics
 from ..wire.channels import ChannelError, parse_channel
-from ..wire.enums import API_VERSION
+from ._offline import UNANSWERED, OfflineUpstream, instrument_name, matches, order_book_reply
 from .protocol import Sink
 
 __all__ = ["KafkaSource", "parse_kafka_url"]
@@ -92,8 +92,10 @@ class _Sub:
         self.want_snapshot = False  # the broker's book broke on its own (malformed, crossed): the next snapshot serves
 
 
-class KafkaSource:
+class KafkaSource(OfflineUpstream):
     """The pipeline's topics as an :class:`~deribit_kit.upstream.Upstream` (see the module docs)."""
+
+    _what = "this Kafka source"
 
     def __init__(self, bootstrap: str, prefix: str = "deribit", *, fetch_wait_ms: int = 5,
                  bootstrap_timeout: float = 15.0, config: dict[str, Any] | None = None,
@@ -167,20 +169,9 @@ class KafkaSource:
         return self._epoch
 
     @property
-    def authenticated(self) -> bool:
-        """Always False: a topic has no account, so no private or ``raw`` channels."""
-        return False
-
-    @property
     def channels(self) -> frozenset[str]:
         """The channels subscribed (read from the topics)."""
         return frozenset(self._subs)
-
-    def set_sink(self, sink: Sink | None) -> None:
-        """Where every notification goes; one broker per source (DeribitKitError for a second one)."""
-        if sink is not None and self._sink is not None and sink != self._sink:
-            raise DeribitKitError("this Kafka source already feeds a broker: share that broker")
-        self._sink = sink
 
     async def subscribe(self, channels: list[str]) -> list[str]:
         """Every public channel is accepted (it is served once the sink publishes it); a book
@@ -255,28 +246,16 @@ class KafkaSource:
         now = self.clock_ms()
         out = []
         for name, inst in sorted(self._instruments.items()):
-            if currency not in ("any", None) and currency not in (inst.base_currency, inst.settlement_currency,
-                                                                 inst.counter_currency):
-                continue
-            if kind not in (None, "any") and inst.kind != kind:
+            if not matches(inst, currency, kind):
                 continue
             if inst.expiration_timestamp <= now or self._published.get(f"book.{name}.100ms") is False:
                 continue
             out.append(inst)
         return out
 
-    async def instrument(self, name: str) -> Instrument:
-        """One instrument from ``{prefix}.instruments``; 13020 when it is not on the topic."""
-        inst = self._instruments.get(name)
-        if inst is None:
-            why = f"not on {self.topics['instruments']}"
-            raise error_for_code(13020, data={"param": "instrument_name", "reason": why},
-                                 method="public/get_instrument")
-        return inst
-
-    def cached_instrument(self, name: str) -> Instrument | None:
-        """An instrument read from ``{prefix}.instruments``, or None."""
-        return self._instruments.get(name)
+    def _not_held(self) -> str:
+        """An instrument not read from ``{prefix}.instruments`` (13020)."""
+        return f"not on {self.topics['instruments']}"
 
     async def index_price(self, index_name: str) -> float:
         """The latest ``deribit_price_index.{index_name}`` value read from ``{prefix}.price_index``;
@@ -294,42 +273,25 @@ class KafkaSource:
         and ``public/get_order_book`` (from the broker's live book; 13020 without one). Anything else,
         private methods included, is -32601."""
         p = params or {}
-        if method == "public/get_time":
-            return self.clock_ms()
-        if method in ("public/test", "public/hello"):
-            return {"version": API_VERSION}
-        if method == "public/status":
-            return {"locked": "false", "locked_indices": []}
+        answer = await self._answer(method, p)
+        if answer is not UNANSWERED:
+            return answer
         if method == "public/get_instruments":
             insts = await self.instruments(str(p.get("currency", "any")), p.get("kind"))
             return [msgspec.to_builtins(i) for i in insts]
-        if method == "public/get_instrument":
-            return msgspec.to_builtins(await self.instrument(_name(p)))
         if method == "public/ticker":
-            name = _name(p)
+            name = instrument_name(p)
             if name in self._tickers:
                 return self._tickers[name]
             raise error_for_code(13020, data={"param": "instrument_name", "reason": f"no ticker of {name} on the topic "
                                               "yet"}, method=method)
-        if method == "public/get_index_price":
-            index = p.get("index_name")
-            if not isinstance(index, str):
-                raise invalid_params("index_name", "required")
-            price = await self.index_price(index)
-            return {"index_price": price, "estimated_delivery_price": price}
         if method == "public/get_order_book":
-            name = _name(p)
+            name = instrument_name(p)
             snap = self.book_source(name) if self.book_source is not None else None
             if snap is None:
                 raise error_for_code(13020, data={"param": "instrument_name", "reason": f"no live book of {name}: "
                                                   f"subscribe book.{name}.100ms"}, method=method)
-            n = p.get("depth") if isinstance(p.get("depth"), int) else None
-            bids = [[px, a] for _, px, a in snap["bids"]][:n]
-            asks = [[px, a] for _, px, a in snap["asks"]][:n]
-            return {"instrument_name": name, "timestamp": snap["timestamp"], "change_id": snap["change_id"],
-                    "state": "open", "bids": bids, "asks": asks,
-                    "best_bid_price": bids[0][0] if bids else None, "best_bid_amount": bids[0][1] if bids else 0.0,
-                    "best_ask_price": asks[0][0] if asks else None, "best_ask_amount": asks[0][1] if asks else 0.0}
+            return order_book_reply(name, snap, p.get("depth") if isinstance(p.get("depth"), int) else None)
         raise error_for_code(-32601, data={"reason": "a Kafka source answers public lookups and refuses private "
                                                      "methods (a topic has no account)"}, method=method)
 
@@ -702,10 +664,3 @@ class KafkaSource:
 
     def __repr__(self) -> str:
         return f"<KafkaSource {self.bootstrap}/{self.prefix} {self._state} subscribed={len(self._subs)}>"
-
-
-def _name(p: dict[str, Any]) -> str:
-    name = p.get("instrument_name")
-    if not isinstance(name, str):
-        raise invalid_params("instrument_name", "required")
-    return name

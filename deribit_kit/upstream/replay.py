@@ -51,7 +51,7 @@ from typing import Any
 import msgspec
 import orjson
 
-from ..errors import DeribitKitError, RecordingError, error_for_code, invalid_params
+from ..errors import DeribitKitError, RecordingError, error_for_code
 from ..events import Event
 from ..models import Instrument
 from ..recording import format as fmt
@@ -69,7 +69,7 @@ from ..recording.reader import (
     to_ns,
 )
 from ..wire.channels import ChannelError, parse_channel
-from ..wire.enums import API_VERSION
+from ._offline import UNANSWERED, OfflineUpstream, instrument_name, matches, order_book_reply
 from .protocol import Sink
 
 __all__ = ["Replay"]
@@ -124,8 +124,10 @@ def _speed(speed: str | float) -> float | None:
     return float(speed)
 
 
-class Replay:
+class Replay(OfflineUpstream):
     """A recording as an :class:`~deribit_kit.upstream.Upstream` (see the module docs)."""
+
+    _what = "this replay"
 
     def __init__(self, path: str | Path, *, speed: str | float = "max", start: Any = None, end: Any = None,
                  instruments: Iterable[str] | None = None, autoplay: bool = True, batch: int = 256) -> None:
@@ -205,20 +207,9 @@ class Replay:
         return self._epoch
 
     @property
-    def authenticated(self) -> bool:
-        """Always False: a replay has no account."""
-        return False
-
-    @property
     def channels(self) -> frozenset[str]:
         """The recorded channels subscribed now."""
         return frozenset(r.name for r in self._by_name.values() if r.sub)
-
-    def set_sink(self, sink: Sink | None) -> None:
-        """Install the broker's notification sink (one broker per replay)."""
-        if sink is not None and self._sink is not None and sink != self._sink:
-            raise DeribitKitError("this replay already feeds a broker: share that broker")
-        self._sink = sink
 
     def _route(self, name: str) -> _Route:
         r = self._by_name.get(name)
@@ -276,10 +267,7 @@ class Replay:
         for name, inst in sorted(self._instruments.items()):
             if self.instrument_filter is not None and name not in self.instrument_filter:
                 continue
-            if currency not in ("any", None) and currency not in (inst.base_currency, inst.settlement_currency,
-                                                                 inst.counter_currency):
-                continue
-            if kind is not None and kind != "any" and inst.kind != kind:
+            if not matches(inst, currency, kind):
                 continue
             gone = inst.expiration_timestamp <= now
             if gone != expired or (inst.creation_timestamp > now and not expired):
@@ -287,17 +275,9 @@ class Replay:
             out.append(inst)
         return out
 
-    async def instrument(self, name: str) -> Instrument:
-        """A recorded instrument by name (``13020`` when the recording does not have it)."""
-        inst = self._instruments.get(name)
-        if inst is None:
-            raise error_for_code(13020, data={"param": "instrument_name", "reason": "not in this recording"},
-                                 method="public/get_instrument")
-        return inst
-
-    def cached_instrument(self, name: str) -> Instrument | None:
-        """A recorded instrument by name, or ``None``."""
-        return self._instruments.get(name)
+    def _not_held(self) -> str:
+        """An instrument the recording does not have (13020)."""
+        return "not in this recording"
 
     async def index_price(self, index_name: str) -> float:
         """The last replayed price of an index."""
@@ -330,33 +310,22 @@ class Replay:
         p = params or {}
         if method.startswith("private/"):
             raise error_for_code(13021, data={"reason": "a replay has no account"}, method=method)
-        if method == "public/get_time":
-            return self.clock_ms()
-        if method in ("public/test", "public/hello"):
-            return {"version": API_VERSION}
-        if method == "public/status":
-            return {"locked": "false", "locked_indices": []}
+        answer = await self._answer(method, p)
+        if answer is not UNANSWERED:
+            return answer
         if method == "public/get_instruments":
             insts = self._list(str(p.get("currency", "any")), p.get("kind"), bool(p.get("expired", False)))
             return [msgspec.to_builtins(i) for i in insts]
-        if method == "public/get_instrument":
-            return msgspec.to_builtins(await self.instrument(_name(p, method)))
         if method == "public/get_order_book":
-            return self._order_book(_name(p, method), p.get("depth"))
+            return self._order_book(instrument_name(p), p.get("depth"))
         if method == "public/ticker":
-            name = _name(p, method)
+            name = instrument_name(p)
             if name in self._tickers:
                 return self._tickers[name]
             why = f"no ticker of {name} replayed yet: subscribe ticker.{name}.100ms"
             raise error_for_code(13020, data={"param": "instrument_name", "reason": why}, method=method)
-        if method == "public/get_index_price":
-            index = p.get("index_name")
-            if not isinstance(index, str):
-                raise invalid_params("index_name", "required")
-            price = await self.index_price(index)
-            return {"index_price": price, "estimated_delivery_price": price}
         if method == "public/get_last_trades_by_instrument":
-            name = _name(p, method)
+            name = instrument_name(p)
             count = p.get("count", 10)
             kept = list(self._trades.get(name, ()))
             n = count if isinstance(count, int) and count > 0 else 10
@@ -375,12 +344,7 @@ class Replay:
                                                         f"book.{name}.100ms (order_book(..., live=True))"},
                                  method="public/get_order_book")
         n = depth if isinstance(depth, int) and not isinstance(depth, bool) and depth > 0 else None
-        bids = [[p, a] for _, p, a in snap["bids"]][:n]
-        asks = [[p, a] for _, p, a in snap["asks"]][:n]
-        return {"instrument_name": name, "timestamp": snap["timestamp"], "change_id": snap["change_id"],
-                "state": "open", "bids": bids, "asks": asks,
-                "best_bid_price": bids[0][0] if bids else None, "best_bid_amount": bids[0][1] if bids else 0.0,
-                "best_ask_price": asks[0][0] if asks else None, "best_ask_amount": asks[0][1] if asks else 0.0}
+        return order_book_reply(name, snap, n)
 
     def stats(self) -> dict[str, Any]:
         """State, epoch, position, frames and events played, checkpoints fed, corrupt and cut records, lag."""
@@ -782,11 +746,4 @@ def _first_t(path: Path) -> int | None:
         except ValueError:
             return None
     return None
-
-
-def _name(p: dict[str, Any], method: str) -> str:
-    name = p.get("instrument_name")
-    if not isinstance(name, str):
-        raise invalid_params("instrument_name", "required")
-    return name
 
