@@ -9,17 +9,44 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ..broker.broker import Broker
 from ..broker.consumer import Consumer
 from ..live.livebook import LiveBook
 from ..live.orderbook import LIVE
 from ..wire.channels import ChannelError, parse_channel
 
-if TYPE_CHECKING:
-    from ..broker.broker import Broker
+__all__ = ["KINDS", "BrokerEvents", "ChainChannels", "HeldBooks", "check_kind", "checked_channels", "consumer_channels",
+           "sink_broker"]
 
-__all__ = ["BrokerEvents", "ChainChannels", "HeldBooks", "consumer_channels"]
+KINDS = ("future", "option", "spot")  # the instrument kinds a sink follows chains of (``any``: all three)
+
+
+def sink_broker(broker: Broker | Any, what: str) -> Broker:
+    """The broker a sink is given: a :class:`~deribit_kit.broker.Broker`, or the facade's (TypeError otherwise)."""
+    if not isinstance(broker, Broker) and isinstance(getattr(broker, "broker", None), Broker):
+        broker = broker.broker
+    if not isinstance(broker, Broker):
+        raise TypeError(f"{what} needs a Broker (or the Deribit facade)")
+    return broker
+
+
+def checked_channels(channels: Iterable[str]) -> list[str]:
+    """``channels`` without repeats, in order; ValueError for a name that is not a channel."""
+    out = list(dict.fromkeys(channels))
+    for ch in out:
+        try:
+            parse_channel(ch)
+        except ChannelError as exc:
+            raise ValueError(str(exc)) from None
+    return out
+
+
+def check_kind(kind: str) -> None:
+    """ValueError unless ``kind`` is one of :data:`KINDS` or ``any``."""
+    if kind not in (*KINDS, "any"):
+        raise ValueError(f"kind must be one of {[*KINDS, 'any']}, not {kind!r}")
 
 
 class HeldBooks:

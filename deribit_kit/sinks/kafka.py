@@ -60,13 +60,21 @@ from ..pipeline import schema
 from ..pipeline.murmur2 import partition_for
 from ..transport.kafka import ensure_topics
 from ..wire.channels import ChannelError, parse_channel
-from ._chain import BrokerEvents, ChainChannels, HeldBooks, consumer_channels
+from ._chain import (
+    KINDS,
+    BrokerEvents,
+    ChainChannels,
+    HeldBooks,
+    check_kind,
+    checked_channels,
+    consumer_channels,
+    sink_broker,
+)
 
 __all__ = ["KafkaSink"]
 
 log = logging.getLogger("deribit_kit.sinks.kafka")
 
-KINDS = ("future", "option", "spot")
 COMPRESSIONS = ("snappy", "zstd", "lz4", "gzip", "none")
 SINK_SNAPSHOT = {"by": "sink"}  # a snapshot the sink built from the broker's book (not the exchange's)
 
@@ -109,24 +117,15 @@ class KafkaSink:
                  stall_timeout: float = 5.0, partitions: int = 4, chain_refresh: float = 60.0,
                  chain_templates: Iterable[str] | None = None, config: dict[str, Any] | None = None,
                  name: str = "kafka-sink") -> None:
-        if not isinstance(broker, Broker) and isinstance(getattr(broker, "broker", None), Broker):
-            broker = broker.broker
-        if not isinstance(broker, Broker):
-            raise TypeError("KafkaSink needs a Broker (or the Deribit facade)")
+        broker = sink_broker(broker, "KafkaSink")
         if compression not in COMPRESSIONS:
             raise ValueError(f"compression must be one of {COMPRESSIONS}, not {compression!r}")
-        if kind not in (*KINDS, "any"):
-            raise ValueError(f"kind must be one of {[*KINDS, 'any']}, not {kind!r}")
+        check_kind(kind)
         self.broker = broker
         self.bootstrap = bootstrap
         self.prefix = prefix
         self.topics = schema.topics(prefix)
-        self.requested = list(dict.fromkeys(channels))
-        for ch in self.requested:
-            try:
-                parse_channel(ch)
-            except ChannelError as exc:
-                raise ValueError(str(exc)) from None
+        self.requested = checked_channels(channels)
         self.currencies = [books] if isinstance(books, str) else list(books or [])
         self.kind = kind
         self.book_interval = book_interval

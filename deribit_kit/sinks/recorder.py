@@ -54,13 +54,21 @@ from ..recording import manifest as _manifest
 from ..recording.format import SCHEMA_VERSION, checkpoint_line, event_line, notification_frame
 from ..recording.writer import SEGMENT_GLOB, SegmentWriter, segment_header
 from ..wire.channels import ChannelError, parse_channel
-from ._chain import BrokerEvents, ChainChannels, HeldBooks, consumer_channels
+from ._chain import (
+    KINDS,
+    BrokerEvents,
+    ChainChannels,
+    HeldBooks,
+    check_kind,
+    checked_channels,
+    consumer_channels,
+    sink_broker,
+)
 
 __all__ = ["Recorder"]
 
 log = logging.getLogger("deribit_kit.sinks.recorder")
 
-KINDS = ("future", "option", "spot")
 
 
 class Recorder:
@@ -76,21 +84,12 @@ class Recorder:
                  flush_interval: float = 1.0, max_buffer: int = 64 << 20, level: int = 3,
                  chain_refresh: float = 60.0, opener: Callable[[Path], IO[bytes]] | None = None,
                  name: str = "recorder") -> None:
-        if not isinstance(broker, Broker) and isinstance(getattr(broker, "broker", None), Broker):
-            broker = broker.broker
-        if not isinstance(broker, Broker):
-            raise TypeError("Recorder needs a Broker (or the Deribit facade)")
+        broker = sink_broker(broker, "Recorder")
         self.broker = broker
         self.directory = Path(out)
-        self.requested = list(dict.fromkeys(channels))
-        for ch in self.requested:
-            try:
-                parse_channel(ch)
-            except ChannelError as exc:
-                raise ValueError(str(exc)) from None
+        self.requested = checked_channels(channels)
         self.currencies = [books] if isinstance(books, str) else list(books or [])
-        if kind not in (*KINDS, "any"):
-            raise ValueError(f"kind must be one of {[*KINDS, 'any']}, not {kind!r}")
+        check_kind(kind)
         self.kind = kind
         self.book_interval = book_interval
         self.segment_seconds = segment_seconds
