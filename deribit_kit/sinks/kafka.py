@@ -85,10 +85,10 @@ class _Chan:
     __slots__ = ("book", "data_prefix", "header_tail", "key", "lost", "name", "partition", "pkey", "produced",
                  "since_snap", "snap_at", "topic")
 
-    def __init__(self, name: str, topic: str, key: str, partition: int, book: bool) -> None:
+    def __init__(self, name: str, topic: str, key: bytes, partition: int, book: bool) -> None:
         self.name = name
         self.topic = topic
-        self.key = key.encode()
+        self.key = key
         self.partition = partition
         self.pkey = (topic, partition)
         self.book = book
@@ -183,7 +183,6 @@ class KafkaSink:
         self._chains: list[OptionChain] = []
         self._chain_consumers: list[Consumer] = []
         self._tasks: list[asyncio.Task[None]] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._started = False
         self._events = BrokerEvents(broker, self._on_connected, self._on_disconnected, self._on_resyncing)
         self._stopped = asyncio.Event()
@@ -270,7 +269,8 @@ class KafkaSink:
         key = schema.channel_key(ch)
         nparts = self._nparts.get(topic) or self.partitions
         book = parse_channel(ch).family == "book"
-        st = self._chans[ch] = _Chan(ch, topic, key, partition_for(key.encode(), nparts), book)
+        kb = key.encode()
+        st = self._chans[ch] = _Chan(ch, topic, kb, partition_for(kb, nparts), book)
         self._by_key.setdefault((topic, st.key), []).append(st)
         self._seq.setdefault(st.pkey, 0)
         return st
@@ -528,7 +528,7 @@ class KafkaSink:
         if self._started:
             return self
         self._started = True
-        loop = self._loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
         self._sid_b = self.sid.encode()
         parts = await loop.run_in_executor(None, lambda: ensure_topics(self.bootstrap, self.prefix,
                                                                      partitions=self.partitions))
