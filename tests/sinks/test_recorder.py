@@ -255,7 +255,8 @@ async def test_option_chains_follow_the_calendar_while_recording(tmp_path: Path)
         clock.t += 2.0  # 08:00:01: the daily expires, the next one is listed
         sim.step()
         await until(lambda: not any("-6JAN25-" in c for c in rec.channels)
-                    and any("-9JAN25-" in c for c in rec.counts), timeout=15)  # subscribed, its snapshot recorded
+                    and any("-9JAN25-" in c for c in rec.counts)  # subscribed, its snapshot recorded
+                    and rec.events.get("channels", 0) >= 1, timeout=15)  # written once the refresh has finished
         manifest = await rec.stop()
         await dk.close()
     assert set(daily) <= set(manifest["channels"]) and any("-9JAN25-" in c for c in manifest["channels"])
