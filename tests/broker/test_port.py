@@ -414,7 +414,9 @@ async def fuzz_target(sim: Simulator) -> AsyncIterator[tuple[BrokerServer, list[
     dk = await reconnecting_client(sim)
     broker = Broker(dk)
     async with BrokerServer(broker, rate_limits=False) as srv:
-        conns = [await websockets.connect(srv.ws_url, max_size=2**24)]
+        # the fuzzing connections never read: once their queue fills they stop reading and the port
+        # drops them as slow; the client side then cannot see the close, so it does not wait long
+        conns = [await websockets.connect(srv.ws_url, max_size=2**24, close_timeout=0.2)]
         yield srv, conns
         for c in conns:
             await c.close()
@@ -431,7 +433,7 @@ async def test_fuzz_frames(fuzz_target: tuple[BrokerServer, list[websockets.Clie
         try:
             await conns[-1].send(f)
         except websockets.ConnectionClosed:
-            conns.append(await websockets.connect(srv.ws_url, max_size=2**24))
+            conns.append(await websockets.connect(srv.ws_url, max_size=2**24, close_timeout=0.2))
     good = await connect_peer(srv.ws_url)
     assert await good.result("public/test") == {"version": "1.2.26"}
     await good.close()
