@@ -86,6 +86,7 @@ class Consumer:
         self.broker = broker
         self.channels: list[str] = list(dict.fromkeys(channels))
         self.accepted: list[str] = []  # the channels the upstream accepted (after start)
+        self.refused: list[str] = []  # the ones it refused: let go at once (no book or reference is kept)
         self.policy: Policy = policy
         self.maxsize = maxsize
         self.callback = callback
@@ -257,15 +258,26 @@ class Consumer:
                 raise ConsumerClosed(self.closed_reason or "closed")
             self._started = True
             self.accepted = await self.broker._attach(self, self.channels)
+            self._let_go_refused(self.channels)
         return self
 
+    def _let_go_refused(self, asked: list[str]) -> None:
+        """Leave the channels of ``asked`` the upstream did not accept (a later ask tries them again)."""
+        refused = [c for c in asked if c not in self.accepted]
+        if refused:
+            self.refused += [c for c in refused if c not in self.refused]
+            self.broker._detach(self, refused)
+
     async def add_channels(self, channels: Iterable[str]) -> None:
-        """Also receive ``channels`` (the ones not held yet join at once when the consumer is running)."""
-        new = [c for c in channels if c not in self.channels]
+        """Also receive ``channels`` (the ones not held yet join at once when the consumer is running;
+        one the upstream refused before is asked again)."""
+        new = [c for c in dict.fromkeys(channels) if c not in self.channels or c in self.refused]
         if new:
-            self.channels += new
+            self.channels += [c for c in new if c not in self.channels]
             if self._started and not self._closed:
+                self.refused = [c for c in self.refused if c not in new]
                 self.accepted += await self.broker._attach(self, new)
+                self._let_go_refused(new)
 
     async def remove_channels(self, channels: Iterable[str]) -> None:
         """Stop receiving ``channels`` (the broker unsubscribes them upstream when nobody else holds them)."""
@@ -273,6 +285,7 @@ class Consumer:
         if gone:
             self.channels = [c for c in self.channels if c not in gone]
             self.accepted = [c for c in self.accepted if c not in gone]
+            self.refused = [c for c in self.refused if c not in gone]
             for c in gone:
                 self._latest.pop(c, None)
             if self._started and not self._closed:

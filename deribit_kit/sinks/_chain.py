@@ -131,10 +131,10 @@ class BrokerEvents:
 
 
 def consumer_channels(consumer: Consumer | None, chain_consumers: Iterable[Consumer]) -> list[str]:
-    """Every channel of a sink's consumers (its requested channels' and its chains'), sorted."""
-    chans = list(consumer.channels) if consumer is not None else []
+    """Every channel the upstream accepted for a sink's consumers (its requested channels' and its chains'), sorted."""
+    chans = list(consumer.accepted) if consumer is not None else []
     for c in chain_consumers:
-        chans += c.channels
+        chans += c.accepted
     return sorted(set(chans))
 
 

@@ -551,6 +551,7 @@ class KafkaSink:
                 missing = sorted(set(self.requested) - set(self._consumer.accepted))
                 if missing:
                     log.warning("kafka sink %s: the upstream refused %s", self.name, ", ".join(missing))
+                    self._held.release(missing)
                 await self._joined(list(self._consumer.accepted))
             for currency in self.currencies:
                 for kind in (KINDS if self.kind == "any" else (self.kind,)):

@@ -139,6 +139,19 @@ async def test_books_served_from_kafka_equal_the_exchange(kafka: LocalKafka, pre
     assert sink.name not in dk.broker.metrics()["components"]
 
 
+async def test_a_refused_channel_is_reported_and_its_book_let_go(kafka: LocalKafka, prefix: str, dk: Deribit) -> None:
+    nope = "book.NOPE-PERPETUAL.100ms"
+    sink = await KafkaSink(dk.broker, kafka.bootstrap, prefix=prefix, channels=[BOOK, nope], linger_ms=5).start()
+    try:
+        assert sink.channels == [BOOK]  # the exchange refused the unknown instrument; the rest is published
+        await until(lambda: "NOPE-PERPETUAL" not in dk.broker.books)  # let go (the broker forgets it next turn)
+        assert BTC in dk.broker.books
+        await until(lambda: dk.broker.metrics()["components"][sink.name]["produced"] >= 2)
+    finally:
+        await sink.stop()
+    assert dk.broker.books == {}
+
+
 async def test_a_late_reader_bootstraps_from_the_snapshots_topic(kafka: LocalKafka, prefix: str, sim: Simulator,
                                                                 dk: Deribit) -> None:
     futures = [i.instrument_name for i in await dk.instruments("BTC", "future")]

@@ -234,6 +234,16 @@ async def test_a_folder_that_holds_a_recording_is_refused(dk: Deribit, tmp_path:
         await Recorder(dk.broker, out, channels=[TICKER]).start()
 
 
+async def test_a_refused_channel_is_reported_and_its_book_let_go(dk: Deribit, tmp_path: Path) -> None:
+    nope = "book.NOPE-PERPETUAL.100ms"
+    async with Recorder(dk.broker, tmp_path / "rec", channels=[BOOK, nope], flush_interval=0.1) as rec:
+        assert rec.channels == [BOOK]  # the exchange refused the unknown instrument; the rest is recorded
+        await until(lambda: "NOPE-PERPETUAL" not in dk.broker.books)  # let go (the broker forgets it next turn)
+        assert BTC in dk.broker.books
+        await until(lambda: rec.counts.get(BOOK, 0) >= 2)
+    assert dk.broker.books == {}
+
+
 class FakeClock:
     def __init__(self, when: datetime) -> None:
         self.t = when.timestamp()
