@@ -109,7 +109,9 @@ async def record_with_faults(out: Path) -> dict[str, Any]:
         await reconnected
         await until(lambda: btc.book.resyncs >= 2 and btc.state == "live" and eth.state == "live", btc)
         n = btc.book.changes
-        await until(lambda: btc.book.changes >= n + 10, btc)
+        # enough for every test at any machine speed: 4+ segments, and a last one worth cutting
+        await until(lambda: btc.book.changes >= n + 10 and len(rec.segments) >= 4
+                    and rec.segments[-1]["records"] >= 30, btc)
         probe.stop_now()  # the same frames as the recorder: both leave in this loop turn
         manifest = await rec.stop()
         await dk.close()
@@ -275,7 +277,7 @@ async def test_a_corrupt_record_is_counted_reported_and_skipped(recorded: dict[s
     assert rp.checkpoints_fed >= 1  # the broken book resynced at the next checkpoint
     full = {e[0:3]: e for e in recorded["entries"] if len(e) > 2}
     btc = probe.book_entries(BOOKS[0])
-    assert all(e[2] != hit["cid"] for e in btc)
+    assert all(e[2] != hit["cid"] for e in btc if e[1] == "change")  # (a later snapshot may hold its change_id)
     assert btc[-1][7:] == full[btc[-1][0:3]][7:]  # the same book as live again
     assert btc[-1][5] == full[btc[-1][0:3]][5] + 1  # one gap more: the skipped record
     other = [e for e in probe.entries if e[0] != BOOKS[0]]
