@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-from ..errors import ConsumerClosed
+from ..errors import ConsumerClosed, SubscriptionError
 
 if TYPE_CHECKING:
     from .broker import Broker
@@ -270,13 +270,18 @@ class Consumer:
 
     async def add_channels(self, channels: Iterable[str]) -> None:
         """Also receive ``channels`` (the ones not held yet join at once when the consumer is running;
-        one the upstream refused before is asked again)."""
+        one the upstream refused before is asked again). Raises
+        :class:`~deribit_kit.errors.SubscriptionError` when the upstream accepts none of them."""
         new = [c for c in dict.fromkeys(channels) if c not in self.channels or c in self.refused]
         if new:
             self.channels += [c for c in new if c not in self.channels]
             if self._started and not self._closed:
                 self.refused = [c for c in self.refused if c not in new]
-                self.accepted += await self.broker._attach(self, new)
+                try:
+                    self.accepted += await self.broker._attach(self, new)
+                except SubscriptionError:  # none accepted (the broker let go of them already)
+                    self.refused += new
+                    raise
                 self._let_go_refused(new)
 
     async def remove_channels(self, channels: Iterable[str]) -> None:

@@ -12,6 +12,7 @@ from conftest import reconnecting_client
 
 from deribit_kit import Deribit, Notification
 from deribit_kit.broker import Broker, ConsumerClosed, Gap, LiveBook, chunk_channels
+from deribit_kit.errors import SubscriptionError
 from deribit_kit.sim import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, Simulator
 
 BTC, ETH = "BTC-PERPETUAL", "ETH-PERPETUAL"
@@ -118,6 +119,27 @@ async def test_a_consumer_closed_before_its_start_ran_never_joins(sim: Simulator
         await start
     await broker.settle()
     assert broker.channels == [] and sim.subscriber_count(ch) == 0
+    await broker.close()
+
+
+async def test_refused_channels_are_let_go_and_asked_again_later(sim: Simulator, dk: Deribit) -> None:
+    """One consumer asks for a good channel and two the exchange refuses: it gets the good one,
+    and the broker keeps nothing of the others (no reference, no book stuck in ``syncing``)."""
+    broker = Broker(dk)
+    good, nope, nope_book = f"ticker.{BTC}.100ms", "ticker.NOPE-PERPETUAL.100ms", "book.NOPE-PERPETUAL.100ms"
+    consumer = await broker.consumer([good, nope, nope_book], "conflate").start()
+    assert consumer.accepted == [good] and consumer.refused == [nope, nope_book]
+    await broker.settle()
+    assert set(broker.metrics()["channels"]) == {good} and broker.books == {}
+    assert isinstance(await consumer.get(timeout=5), Notification)
+    with pytest.raises(SubscriptionError):  # asked again: refused again, still nothing kept
+        await consumer.add_channels([nope])
+    assert consumer.refused == [nope_book, nope] and consumer.accepted == [good]
+    await broker.settle()
+    assert set(broker.metrics()["channels"]) == {good}
+    await consumer.close()
+    await broker.settle()
+    assert broker.metrics()["channels"] == {} and sim.subscriber_count(good) == 0
     await broker.close()
 
 
