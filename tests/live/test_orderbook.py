@@ -579,7 +579,7 @@ LAYOUTS: dict[str, tuple[float | None, dict[str, int], bool]] = {
 
 @pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "python"])
 @pytest.mark.parametrize("layout", list(LAYOUTS))
-@settings(derandomize=True, max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(derandomize=True, max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     first=snapshot_step,
     steps=st.lists(step, max_size=30),
