@@ -105,7 +105,7 @@ DERIBIT_ATTRIBUTES = [
 SUBSCRIPTION_NAMES = ["add_channels", "close", "close_nowait", "closed", "depth", "drain", "get", "get_nowait",
                       "metrics", "remove_channels", "start", "wait_closed"]
 SUBSCRIPTION_ATTRIBUTES = ["accepted", "broker", "callback", "channels", "closed_reason", "consumed", "delivered",
-                           "dropped", "latency_ms", "max_depth", "maxsize", "name", "policy"]
+                           "dropped", "latency_ms", "max_depth", "maxsize", "name", "policy", "refused"]
 
 
 def public(names: Iterable[str]) -> list[str]:

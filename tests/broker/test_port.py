@@ -102,7 +102,9 @@ async def test_resync_and_reconnect_give_fresh_snapshots(sim: Simulator, port: B
     for p, c in zip(peers, chains, strict=True):
         await c.read(p, lambda c: c.snapshots >= 2 and c.book.changes >= 1)
     assert port.broker.book_resyncs >= 1
+    reconnected = expect(port.broker.client.reconnected)
     assert sim.faults.drop_connections() >= 1  # the broker's upstream connection
+    await asyncio.wait_for(reconnected, 5.0)  # (its session restored: the snapshots may come before this event)
     for p, c in zip(peers, chains, strict=True):
         await c.read(p, lambda c: c.snapshots >= 3 and c.book.state == "live")
     assert port.broker.reconnects >= 1
