@@ -235,7 +235,7 @@ async def test_slow_client_is_conflated_fast_one_unaffected(sim: Simulator) -> N
         raw = socket.socket()
         raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
         raw.connect(("127.0.0.1", srv.port))
-        slow = await websockets.connect(srv.ws_url, sock=raw, max_queue=1, max_size=2**24)
+        slow = await websockets.connect(srv.ws_url, sock=raw, max_queue=1, max_size=2**24, close_timeout=0.2)
         await slow.send(orjson.dumps({"jsonrpc": "2.0", "id": 1, "method": "public/subscribe",
                                       "params": {"channels": chans}}).decode())
         await fast.result("public/subscribe", {"channels": [BOOK]})
