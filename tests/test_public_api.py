@@ -103,9 +103,9 @@ DERIBIT_ATTRIBUTES = [
 ]
 # Deribit.subscribe returns a broker Consumer (``Subscription`` is its old name, kept as an alias)
 SUBSCRIPTION_NAMES = ["add_channels", "close", "close_nowait", "closed", "depth", "drain", "get", "get_nowait",
-                      "metrics", "remove_channels", "start", "wait_closed"]
+                      "metrics", "refused", "remove_channels", "start", "wait_closed"]
 SUBSCRIPTION_ATTRIBUTES = ["accepted", "broker", "callback", "channels", "closed_reason", "consumed", "delivered",
-                           "dropped", "latency_ms", "max_depth", "maxsize", "name", "policy", "refused"]
+                           "dropped", "latency_ms", "max_depth", "maxsize", "name", "policy"]
 
 
 def public(names: Iterable[str]) -> list[str]:

@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-from ..errors import ConsumerClosed, SubscriptionError
+from ..errors import ConsumerClosed
 
 if TYPE_CHECKING:
     from .broker import Broker
@@ -86,7 +86,6 @@ class Consumer:
         self.broker = broker
         self.channels: list[str] = list(dict.fromkeys(channels))
         self.accepted: list[str] = []  # the channels the upstream accepted (after start)
-        self.refused: list[str] = []  # the ones it refused: let go at once (no book or reference is kept)
         self.policy: Policy = policy
         self.maxsize = maxsize
         self.callback = callback
@@ -261,27 +260,27 @@ class Consumer:
             self._let_go_refused(self.channels)
         return self
 
+    @property
+    def refused(self) -> list[str]:
+        """The channels asked for that the upstream refused, once started: let go at once (no book or
+        reference is kept); :meth:`add_channels` asks again. A start or add still waiting for its
+        answer counts its channels here until it is answered."""
+        return [c for c in self.channels if c not in self.accepted] if self._started else []
+
     def _let_go_refused(self, asked: list[str]) -> None:
-        """Leave the channels of ``asked`` the upstream did not accept (a later ask tries them again)."""
         refused = [c for c in asked if c not in self.accepted]
         if refused:
-            self.refused += [c for c in refused if c not in self.refused]
             self.broker._detach(self, refused)
 
     async def add_channels(self, channels: Iterable[str]) -> None:
         """Also receive ``channels`` (the ones not held yet join at once when the consumer is running;
         one the upstream refused before is asked again). Raises
         :class:`~deribit_kit.errors.SubscriptionError` when the upstream accepts none of them."""
-        new = [c for c in dict.fromkeys(channels) if c not in self.channels or c in self.refused]
+        new = [c for c in dict.fromkeys(channels) if c not in (self.accepted if self._started else self.channels)]
         if new:
             self.channels += [c for c in new if c not in self.channels]
             if self._started and not self._closed:
-                self.refused = [c for c in self.refused if c not in new]
-                try:
-                    self.accepted += await self.broker._attach(self, new)
-                except SubscriptionError:  # none accepted (the broker let go of them already)
-                    self.refused += new
-                    raise
+                self.accepted += await self.broker._attach(self, new)  # none accepted: raises, let go already
                 self._let_go_refused(new)
 
     async def remove_channels(self, channels: Iterable[str]) -> None:
@@ -290,7 +289,6 @@ class Consumer:
         if gone:
             self.channels = [c for c in self.channels if c not in gone]
             self.accepted = [c for c in self.accepted if c not in gone]
-            self.refused = [c for c in self.refused if c not in gone]
             for c in gone:
                 self._latest.pop(c, None)
             if self._started and not self._closed:
